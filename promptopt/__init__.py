@@ -1,0 +1,46 @@
+"""promptopt: find better discrete prompts for LLMs you can only call.
+
+Example:
+    >>> import promptopt
+    >>> budget = promptopt.Budget(target_calls=400)
+    >>> result = promptopt.optimize(task="sst2", strategy="apo", budget=budget)  # doctest: +SKIP
+    >>> result.best_prompt, result.test_score  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from promptopt.budget import Budget
+from promptopt.evaluate import evaluate
+from promptopt.exceptions import (
+    BackendError,
+    BudgetExhausted,
+    CapabilityError,
+    ConfigError,
+    DataError,
+    PromptoptError,
+    UnknownNameError,
+)
+from promptopt.prompt import Demo, Prompt
+from promptopt.run import Result, optimize
+from promptopt.stats import Score
+from promptopt.types import Example
+
+__all__ = [
+    "BackendError",
+    "Budget",
+    "BudgetExhausted",
+    "CapabilityError",
+    "ConfigError",
+    "DataError",
+    "Demo",
+    "Example",
+    "Prompt",
+    "PromptoptError",
+    "Result",
+    "Score",
+    "UnknownNameError",
+    "evaluate",
+    "optimize",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""The backend contract: the only code that talks to an LLM."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from promptopt.exceptions import CapabilityError
+from promptopt.types import Completion, LogProb, Request, ScoreRequest
+
+__all__ = ["Backend", "Capabilities"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do.
+
+    Attributes:
+        chat: takes chat messages (all built-ins do).
+        score: can return log P(continuation | prompt) (needed for ``choice`` mode
+            and loss-based strategies).
+        max_concurrency: how many requests it usefully serves at once.
+        seeds: honours a sampling seed, so samples at temperature > 0 repeat.
+    """
+
+    chat: bool = True
+    score: bool = False
+    max_concurrency: int = 1
+    seeds: bool = True
+
+
+class Backend(ABC):
+    """Batch-first access to one model.
+
+    Subclasses implement :meth:`agenerate` and, if they can, :meth:`ascore`.
+    Both take a whole batch so that engines that batch internally (llama.cpp,
+    vLLM) can, and concurrent clients (OpenAI-compatible) can fan out.
+    Errors are raised as :class:`~promptopt.exceptions.BackendError` with
+    ``retryable`` set; library exceptions never leak past the backend module.
+
+    Call order: any number of ``agenerate``/``ascore`` calls, then ``aclose``.
+    """
+
+    #: backend family, e.g. ``"llamacpp"``
+    name: str = "backend"
+    #: model name within the backend, e.g. ``"smollm2"``
+    model: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    @abstractmethod
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        """Generate one completion per request, in order."""
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
+        """Log-probability of each request's continuation, in order."""
+        raise CapabilityError(
+            f"backend {self.name!r} (model {self.model!r}) cannot score log-probabilities; "
+            "use --answer-mode generate, or a backend that can score (e.g. llamacpp:smollm2)")
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two backends give the same answers (part of every cache key).
+
+        Never includes credentials.
+        """
+        return {"backend": self.name, "model": self.model}
+
+    @property
+    def model_string(self) -> str:
+        return f"{self.name}:{self.model}"
+
+    async def aclose(self) -> None:
+        """Release clients, threads and models. Optional."""  # noqa: B027 - an optional hook
+        return None

@@ -1,0 +1,84 @@
+"""Retry transient backend failures with exponential backoff (tenacity).
+
+Only errors marked ``retryable`` (rate limits, 5xx, timeouts, dropped
+connections) are retried; a bad request or a missing key fails at once. A
+``retry_after`` hint on the error (from a ``Retry-After`` header) is honoured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from promptopt.backends._base import Backend
+from promptopt.exceptions import BackendError
+from promptopt.types import Completion, LogProb, Request, ScoreRequest
+
+__all__ = ["RetryingBackend"]
+
+T = TypeVar("T")
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, BackendError) and exc.retryable
+
+
+class RetryingBackend(Backend):
+    """Wraps a backend and retries transient failures.
+
+    Backends that serve requests concurrently are retried per request, so one
+    failure does not resend its neighbours; batch engines (llama.cpp) are
+    retried per batch.
+
+    Args:
+        inner: the backend to wrap.
+        max_attempts: tries per request, the first included.
+        max_wait: longest pause between tries, in seconds.
+    """
+
+    def __init__(self, inner: Backend, *, max_attempts: int = 6, max_wait: float = 30.0,
+                 initial_wait: float = 0.5) -> None:
+        self.inner = inner
+        self.name, self.model = inner.name, inner.model
+        self.capabilities = inner.capabilities
+        self.max_attempts, self.max_wait, self.initial_wait = max_attempts, max_wait, initial_wait
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        hint = getattr(exc, "retry_after", None)
+        if isinstance(hint, (int, float)) and hint >= 0:
+            return float(min(hint, self.max_wait))
+        return float(wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)(state))
+
+    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_is_transient), stop=stop_after_attempt(self.max_attempts),
+            wait=self._wait, reraise=True,
+        ):
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fan_out(self, requests: Sequence[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
+        if self.capabilities.max_concurrency <= 1:
+            return await self._call(lambda: send(list(requests)))
+
+        async def one(req: Any) -> T:
+            return (await self._call(lambda: send([req])))[0]
+
+        return list(await asyncio.gather(*(one(r) for r in requests)))
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        return await self._fan_out(requests, self.inner.agenerate)
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
+        return await self._fan_out(requests, self.inner.ascore)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

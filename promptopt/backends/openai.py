@@ -1,0 +1,288 @@
+"""A backend for any OpenAI-compatible chat endpoint.
+
+Works with OpenAI itself, ``vllm serve``, llama.cpp's server and anything else
+that speaks ``/v1/chat/completions``. Requests in a batch are sent concurrently,
+at most ``max_concurrency`` at a time. The ``openai`` client does not retry
+(``max_retries=0``): the retry wrapper does, driven by the ``retryable`` flag
+and ``retry_after`` of the errors raised here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import email.utils
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from promptopt.backends._base import Backend, Capabilities
+from promptopt.exceptions import BackendError, ConfigError
+from promptopt.types import Completion, Request
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIBackend", "RateLimitedError"]
+
+#: Used when no ``base_url`` is given (the client's own env lookup is bypassed).
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+# Local servers (llama.cpp, vllm) accept any key, but the openai client refuses to
+# start without one; passing a placeholder also stops it reading OPENAI_API_KEY itself.
+_NO_KEY = "no-key"
+
+# Statuses worth trying again, as the openai client itself would (besides 5xx).
+_RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+class RateLimitedError(BackendError):
+    """The endpoint asked us to slow down (HTTP 429, or 503 with ``Retry-After``).
+
+    Always retryable.
+
+    Args:
+        message: what happened, for a person.
+        retry_after: seconds the server asked us to wait, if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=True)
+        self.retry_after = retry_after
+
+
+class OpenAIBackend(Backend):
+    """Chat completions from an OpenAI-compatible endpoint, fanned out concurrently.
+
+    Credentials and endpoints are never read from the environment here; the
+    caller (CLI or config) passes them in.
+
+    Args:
+        model: model name the endpoint knows, e.g. ``"gpt-4o-mini"``.
+        base_url: endpoint root ending in ``/v1``; defaults to OpenAI's.
+        api_key: secret key; local servers usually need none.
+        max_concurrency: requests in flight at once.
+        timeout: seconds before one request is given up (and retryable).
+
+    Raises:
+        ConfigError: if ``max_concurrency`` or ``timeout`` is out of range.
+
+    Example:
+        >>> backend = OpenAIBackend(model="smollm2", base_url="http://127.0.0.1:8000/v1")
+        >>> backend.identity()
+        {'backend': 'openai', 'model': 'smollm2', 'base_url': 'http://127.0.0.1:8000/v1'}
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        timeout: float = 120.0,
+    ) -> None:
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError(
+                "the `max_concurrency` parameter of OpenAIBackend must be an int >= 1; "
+                f"got {max_concurrency!r}")
+        if not timeout > 0:
+            raise ConfigError(
+                f"the `timeout` parameter of OpenAIBackend must be a number > 0; got {timeout!r}")
+        self.model = model
+        self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.capabilities = Capabilities(
+            chat=True, score=False, max_concurrency=max_concurrency, seeds=True)
+        self._api_key = api_key
+        self._client: AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+    def identity(self) -> dict[str, Any]:
+        """Backend, model and endpoint; never the key."""
+        return {"backend": self.name, "model": self.model, "base_url": self.base_url}
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        """Send every request concurrently; return completions in request order.
+
+        Raises:
+            BackendError: the first failure; ``retryable`` says if trying again may help.
+                A 429 (or 503 with ``Retry-After``) is a :class:`RateLimitedError`.
+        """
+        if not requests:
+            return []
+        client, semaphore = self._client_for_running_loop()
+        tasks = [asyncio.ensure_future(self._generate_one(client, semaphore, r))
+                 for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # One failure fails the batch: stop paying for the rest.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def aclose(self) -> None:
+        """Close the HTTP client; call it on the loop that made the requests."""
+        client, self._client, self._semaphore, self._loop = self._client, None, None, None
+        if client is not None:
+            await client.close()
+
+    def _client_for_running_loop(self) -> tuple[AsyncOpenAI, asyncio.Semaphore]:
+        # The client's connection pool belongs to the loop it was first used on, so
+        # make it inside that loop and keep it for every later call there.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._semaphore is None or self._loop is not loop:
+            self._client = self._make_client()
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._loop = loop
+        return self._client, self._semaphore
+
+    def _make_client(self) -> AsyncOpenAI:
+        try:
+            from openai import AsyncOpenAI
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError(
+                "the openai backend needs the `openai` package; "
+                "run `pip install openai`") from exc
+        return AsyncOpenAI(
+            api_key=self._api_key or _NO_KEY,
+            base_url=self.base_url,
+            timeout=self.timeout,
+            max_retries=0,
+        )
+
+    async def _generate_one(
+        self, client: AsyncOpenAI, semaphore: asyncio.Semaphore, request: Request,
+    ) -> Completion:
+        kwargs = _chat_kwargs(self.model, request)
+        async with semaphore:
+            try:
+                response = await client.chat.completions.create(**kwargs)
+            except Exception as exc:
+                raise self._translate(exc) from exc
+        if not response.choices:
+            raise BackendError(
+                f"{self._where()} returned no choices; check that the endpoint "
+                "implements /chat/completions", retryable=True)
+        choice = response.choices[0]
+        usage = response.usage
+        return Completion(
+            text=choice.message.content or "",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    def _where(self) -> str:
+        return f"model {self.model!r} at {self.base_url}"
+
+    def _translate(self, exc: Exception) -> BackendError:
+        """Turn an ``openai`` exception into a :class:`BackendError` for a person."""
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendError(
+                f"request to {self._where()} timed out after {self.timeout:g}s; "
+                "raise timeout= or lower max_concurrency", retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return BackendError(
+                f"could not connect to {self.base_url} ({type(cause).__name__}: {cause}); "
+                "check that the server is running and base_url is right", retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            return self._translate_status(
+                exc.status_code, exc.response.headers, _server_message(exc.body))
+        return BackendError(
+            f"call to {self._where()} failed: {self._redact(str(exc))}", retryable=False)
+
+    def _translate_status(
+        self, status: int, headers: Mapping[str, str], server_message: str,
+    ) -> BackendError:
+        where = self._where()
+        retry_after = _parse_retry_after(headers)
+        if status == 429 or (status == 503 and retry_after is not None):
+            wait = f"; the server asked to wait {retry_after:g}s" if retry_after else ""
+            return RateLimitedError(
+                f"{where} is rate limited (HTTP {status}){wait}; lower max_concurrency "
+                "if this persists", retry_after=retry_after)
+        if status >= 500 or status in _RETRYABLE_STATUSES:
+            return BackendError(
+                f"{where} failed with a server error (HTTP {status}): "
+                f"{self._redact(server_message)}; retrying may help", retryable=True)
+        if status == 401:
+            # The server's text may echo (part of) the key, so it is left out.
+            return BackendError(
+                f"{self.base_url} rejected the API key (HTTP 401) for model {self.model!r}; "
+                "set OPENAI_API_KEY or pass api_key", retryable=False)
+        if status == 403:
+            return BackendError(
+                f"{self.base_url} refused access to model {self.model!r} (HTTP 403); "
+                "check that this key's organization or project may use it", retryable=False)
+        if status == 404:
+            return BackendError(
+                f"{self.base_url} does not know model {self.model!r} (HTTP 404); check the "
+                "model name (GET <base_url>/models lists them) and that base_url ends in /v1",
+                retryable=False)
+        return BackendError(
+            f"{where} rejected the request (HTTP {status}): {self._redact(server_message)}; "
+            "check max_tokens, stop and the other request parameters", retryable=False)
+
+    def _redact(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, "<api_key>")
+        return text
+
+
+def _chat_kwargs(model: str, request: Request) -> dict[str, Any]:
+    """Keyword arguments of ``chat.completions.create`` for one request."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+    }
+    if request.stop:
+        kwargs["stop"] = list(request.stop)
+    if request.seed is not None:
+        kwargs["seed"] = request.seed
+    return kwargs
+
+
+def _server_message(body: object) -> str:
+    """The ``error.message`` of an error body, else the body itself, on one line."""
+    message: object = body
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        message = error.get("message", error) if isinstance(error, Mapping) else error
+    text = " ".join(str(message).split()) if message is not None else "no details"
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers[name]) * scale
+        except (KeyError, ValueError):
+            continue
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    # An HTTP date is in GMT; timegm reads the tuple as UTC, then undo any offset.
+    timestamp = calendar.timegm(parsed[:9]) - (parsed[9] or 0)
+    return max(timestamp - time.time(), 0.0)

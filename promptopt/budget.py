@@ -1,0 +1,198 @@
+"""Budgets, usage accounting and the metering backend wrapper.
+
+A :class:`Budget` caps what a search may spend. The :class:`Meter` counts every
+call per role (``target`` or ``optimizer``) and refuses a batch *before* it is
+sent when the batch would cross a cap, so no call is ever made past one.
+
+Calls answered from the cache count toward the caps like paid ones: a resumed
+or repeated run then follows exactly the same trajectory as the first one
+(resume is replay), while ``paid_calls`` shows what was really sent this time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from promptopt.backends._base import Backend
+from promptopt.exceptions import BudgetExhausted, ConfigError
+from promptopt.types import Completion, LogProb, Request, Role, ScoreRequest
+
+__all__ = ["Budget", "Meter", "MeteredBackend", "RoleUsage", "Usage"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Caps on what one search may spend; ``None`` means no cap.
+
+    Args:
+        target_calls: calls to the model being optimised (one per generated
+            reply, one per scored continuation).
+        optimizer_calls: calls to the optimizer model (proposals, critiques).
+        tokens: prompt + completion tokens over both roles.
+        usd: dollars over both roles (backends that report a price).
+        seconds: wall time of the search.
+
+    Example:
+        >>> Budget(target_calls=400)
+        Budget(target_calls=400, optimizer_calls=None, tokens=None, usd=None, seconds=None)
+    """
+
+    target_calls: int | None = None
+    optimizer_calls: int | None = None
+    tokens: int | None = None
+    usd: float | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(
+                    f"the {f.name!r} cap of Budget must be a number >= 0 or None; got {value!r} "
+                    f"(e.g. --budget-{f.name.replace('_', '-')} 100)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RoleUsage:
+    """What one role has spent."""
+
+    calls: int = 0
+    paid_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class Usage:
+    """Spend per role; ``calls`` includes cache replays, ``paid_calls`` does not."""
+
+    target: RoleUsage = field(default_factory=RoleUsage)
+    optimizer: RoleUsage = field(default_factory=RoleUsage)
+
+    def role(self, role: Role) -> RoleUsage:
+        return self.target if role == "target" else self.optimizer
+
+    @property
+    def tokens(self) -> int:
+        return self.target.tokens + self.optimizer.tokens
+
+    @property
+    def usd(self) -> float:
+        return self.target.usd + self.optimizer.usd
+
+    @property
+    def paid_calls(self) -> int:
+        return self.target.paid_calls + self.optimizer.paid_calls
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("target", "optimizer"):
+            u = self.role(name)  # type: ignore[arg-type]
+            out[name] = {**asdict(u), "tokens": u.tokens}
+        return out
+
+
+class Meter:
+    """Counts calls and tokens, and enforces a :class:`Budget` before each batch.
+
+    ``enforce`` is switched off by the Run for the final test evaluation, which
+    is reported separately and never cut short.
+    """
+
+    def __init__(self, budget: Budget | None = None, *, clock: Any = time.monotonic) -> None:
+        self.budget = budget or Budget()
+        self.usage = Usage()
+        self.enforce = True
+        self._clock = clock
+        self._started = clock()
+
+    def elapsed(self) -> float:
+        return float(self._clock() - self._started)
+
+    def check(self, role: Role, n_calls: int) -> None:
+        """Raise :class:`BudgetExhausted` if ``n_calls`` more calls would cross a cap."""
+        if not self.enforce or n_calls == 0:
+            return
+        b, used = self.budget, self.usage.role(role)
+        cap = b.target_calls if role == "target" else b.optimizer_calls
+        if cap is not None and used.calls + n_calls > cap:
+            raise BudgetExhausted(f"{role} call cap {cap} reached ({used.calls} used)")
+        if b.tokens is not None and self.usage.tokens >= b.tokens:
+            raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)")
+        if b.usd is not None and self.usage.usd >= b.usd:
+            raise BudgetExhausted(f"dollar cap {b.usd} reached")
+        if b.seconds is not None and self.elapsed() >= b.seconds:
+            raise BudgetExhausted(f"wall-time cap {b.seconds}s reached")
+
+    def reserve(self, role: Role, n_calls: int) -> None:
+        """Count ``n_calls`` more calls, or raise :class:`BudgetExhausted` if that would cross a cap.
+
+        Calls are counted when reserved, not when answered, so concurrent
+        batches can never overshoot a cap together.
+        """
+        self.check(role, n_calls)
+        self.usage.role(role).calls += n_calls
+
+    def add(self, role: Role, *, cached: bool, prompt_tokens: int, completion_tokens: int,
+            usd: float = 0.0) -> None:
+        """Record what one reserved call cost once it has been answered."""
+        u = self.usage.role(role)
+        u.paid_calls += 0 if cached else 1
+        u.prompt_tokens += prompt_tokens
+        u.completion_tokens += completion_tokens
+        u.usd += usd
+
+
+class MeteredBackend(Backend):
+    """Wraps a backend: reserves budget for each batch, then counts what came back.
+
+    A batch mixing roles is reserved per role. Requests are never split: a batch
+    that does not fit is refused whole, before anything is sent.
+    """
+
+    def __init__(self, inner: Backend, meter: Meter) -> None:
+        self.inner, self.meter = inner, meter
+        self.name, self.model = inner.name, inner.model
+        self.capabilities = inner.capabilities
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    def _reserve(self, roles: Sequence[Role]) -> None:
+        counts = {role: sum(1 for r in roles if r == role) for role in ("target", "optimizer")}
+        for role, n in counts.items():  # check every cap before counting anything
+            self.meter.check(role, n)  # type: ignore[arg-type]
+        for role, n in counts.items():
+            self.meter.reserve(role, n)  # type: ignore[arg-type]
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        self._reserve([r.role for r in requests])
+        out = await self.inner.agenerate(requests)
+        for req, c in zip(requests, out, strict=False):
+            self.meter.add(req.role, cached=c.cached, prompt_tokens=c.prompt_tokens,
+                           completion_tokens=c.completion_tokens)
+        return out
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
+        self._reserve([r.role for r in requests])
+        out = await self.inner.ascore(requests)
+        for req, lp in zip(requests, out, strict=False):
+            self.meter.add(req.role, cached=lp.cached, prompt_tokens=lp.prompt_tokens,
+                           completion_tokens=0)
+        return out
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -1,0 +1,118 @@
+"""The :class:`Context` a strategy searches through.
+
+Everything a strategy does that costs money or leaves a trace goes through
+here: evaluating prompts (target model), proposing text (optimizer model),
+losses (log-probabilities of gold answers), randomness and the record of
+candidates. Budget checks, caching, retries and logging therefore live in one
+place, and a strategy never counts its own calls.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from promptopt._loop import LoopThread
+from promptopt.backends._base import Backend
+from promptopt.evaluator import EvalResult, Evaluator
+from promptopt.exceptions import BudgetExhausted
+from promptopt.history import History
+from promptopt.prompt import Prompt
+from promptopt.tasks._base import Task
+from promptopt.types import Example, Message, Request, ScoreRequest
+
+__all__ = ["Context"]
+
+T = TypeVar("T")
+
+
+class Context:
+    """Handed to :meth:`Strategy.optimize`.
+
+    Attributes:
+        task: the task being optimised.
+        train: the optimisation pool (minibatches, error examples, demos).
+        dev: the selection split; the Run picks the final prompt by dev score.
+        seed_prompt: where the search starts.
+        rng: the only source of randomness a strategy may use (seeded by the Run).
+        answer_mode: ``"generate"`` or ``"choice"``.
+    """
+
+    def __init__(self, *, task: Task, seed_prompt: Prompt, evaluator: Evaluator, optimizer: Backend,
+                 loop: LoopThread, history: History, emit: Callable[[dict[str, Any]], None],
+                 seed: int) -> None:
+        self.task = task
+        self.train: tuple[Example, ...] = task.splits.train
+        self.dev: tuple[Example, ...] = task.splits.dev
+        self.seed_prompt = seed_prompt
+        self.rng = random.Random(seed)
+        self.answer_mode = evaluator.mode
+        self._evaluator, self._optimizer, self._loop = evaluator, optimizer, loop
+        self._history, self._emit = history, emit
+
+    # -- target model -----------------------------------------------------------------------
+    def evaluate(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> list[EvalResult]:
+        """Score each prompt on ``examples`` (default: the whole dev split).
+
+        Pairs evaluated before in this run are free; the rest go out as one batch.
+        """
+        examples = self.dev if examples is None else examples
+        try:
+            results = self._loop.run(self._evaluator.aevaluate(prompts, examples))
+        except BudgetExhausted:
+            self._record_known(prompts, examples)  # keep what finished before the cap
+            raise
+        for res in {r.prompt.id: r for r in results}.values():
+            self._log_evaluation(res, examples)
+        return results
+
+    def _record_known(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> None:
+        for prompt in {p.id: p for p in prompts}.values():
+            known = [self._evaluator.known(prompt, ex) for ex in examples]
+            if all(k is not None for k in known):
+                self._log_evaluation(EvalResult(prompt, tuple(k for k in known if k is not None)), examples)
+
+    def _log_evaluation(self, res: EvalResult, examples: Sequence[Example]) -> None:
+        self._history.add_dev_scores(res.prompt, {e.example_id: e.score for e in res.examples})
+        self._emit({"type": "evaluation", "prompt_id": res.prompt.id, "n": len(res.examples),
+                    "mean": res.mean, "dev": all(ex.id in self._history.dev_ids for ex in examples)})
+
+    def loss(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[list[float]]:
+        """Negative log-probability of each example's gold text under each prompt (needs ``score``)."""
+        requests = [ScoreRequest(self.task.render(p, ex), self.task.gold_text(ex)) for p in prompts for ex in examples]
+        logprobs = self._loop.run(self._evaluator.backend.ascore(requests))
+        n = len(examples)
+        return [[-lp.logprob for lp in logprobs[i * n:(i + 1) * n]] for i in range(len(prompts))]
+
+    # -- optimizer model --------------------------------------------------------------------
+    def propose(self, prompt: str, *, n: int = 1, temperature: float = 0.7, max_tokens: int = 512,
+                system: str | None = None) -> list[str]:
+        """Ask the optimizer model ``n`` times (distinct samples) and return its replies."""
+        messages = ((Message("system", system),) if system else ()) + (Message("user", prompt),)
+        seed = self.rng.randrange(2**31)
+        requests = [Request(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + i,
+                            sample_index=i, role="optimizer") for i in range(n)]
+        replies = self._loop.run(self._optimizer.agenerate(requests))
+        return [r.text for r in replies]
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def record(self, candidate: Prompt, parents: Sequence[Prompt] = (), operator: str = "") -> bool:
+        """Log a candidate with its parents and the operator that made it; False if seen before."""
+        cand, new = self._history.add(candidate, tuple(p.id for p in parents), operator)
+        if new:
+            self._emit({"type": "candidate", "prompt_id": cand.id, "parents": list(cand.parents),
+                        "operator": operator, "prompt": candidate.to_dict()})
+        return new
+
+    def skip(self, operator: str, reason: str, raw: str) -> None:
+        """Log optimizer output that could not be used (never a crash)."""
+        self._emit({"type": "skip", "operator": operator, "reason": reason, "raw": raw[:2000]})
+
+    def note(self, kind: str, **data: Any) -> None:
+        """Log a strategy-specific event (a round start, a selection, ...)."""
+        self._emit({"type": kind, **data})
+
+    def sample(self, items: Sequence[T], k: int) -> list[T]:
+        """A seeded sample of ``min(k, len(items))`` items."""
+        return self.rng.sample(list(items), min(k, len(items)))

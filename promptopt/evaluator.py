@@ -1,0 +1,133 @@
+"""Turns (prompts × examples) into backend batches, parses replies and scores them.
+
+Two answer modes:
+
+* ``generate`` — the model replies; the task parses the reply and the metric scores it.
+* ``choice`` — for tasks with a closed answer set: each option's verbalizer is
+  scored with the backend's ``score`` (summed log-probability of its tokens) and
+  the most likely option is the answer. Needs a backend that can score.
+
+Every (prompt, example) pair is evaluated at most once per Evaluator: repeated
+requests within a run are answered from memory and cost nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from promptopt.backends._base import Backend
+from promptopt.exceptions import CapabilityError, ConfigError
+from promptopt.prompt import Prompt
+from promptopt.tasks._base import Task
+from promptopt.types import Example, Request, ScoreRequest
+
+__all__ = ["AnswerMode", "EvalResult", "Evaluator", "ExampleResult", "resolve_answer_mode"]
+
+AnswerMode = Literal["generate", "choice"]
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """One prompt on one example: what the model said, the parsed answer, the score."""
+
+    example_id: str
+    output: str
+    answer: str | None
+    score: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One prompt on a set of examples."""
+
+    prompt: Prompt
+    examples: tuple[ExampleResult, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(e.score for e in self.examples) / len(self.examples) if self.examples else 0.0
+
+    @property
+    def errors(self) -> tuple[ExampleResult, ...]:
+        return tuple(e for e in self.examples if e.score < 1.0)
+
+
+def resolve_answer_mode(task: Task, backend: Backend, requested: str | None) -> AnswerMode:
+    """``choice`` when the task has labels and the backend can score, else ``generate``.
+
+    An explicit request wins; asking for ``choice`` where it is impossible is an error.
+    """
+    has_labels = task.labels is not None or any(task.choices(ex) for ex in task.splits.dev[:1])
+    if requested is None or requested == "auto":
+        return "choice" if has_labels and backend.capabilities.score else "generate"
+    if requested not in ("generate", "choice"):
+        raise ConfigError(f"answer mode must be 'generate', 'choice' or 'auto'; got {requested!r}")
+    if requested == "choice":
+        if not has_labels:
+            raise ConfigError(f"task {task.name!r} has no closed label set, so choice mode cannot "
+                              "apply; use --answer-mode generate")
+        if not backend.capabilities.score:
+            raise CapabilityError(f"choice mode needs a backend that can score log-probabilities; "
+                                  f"{backend.model_string} cannot; use --answer-mode generate")
+    return requested  # type: ignore[return-value]
+
+
+class Evaluator:
+    """Scores prompts on examples of one task through one (wrapped) backend."""
+
+    def __init__(self, task: Task, backend: Backend, mode: AnswerMode) -> None:
+        self.task, self.backend, self.mode = task, backend, mode
+        self._memo: dict[tuple[str, str], ExampleResult] = {}
+
+    async def aevaluate(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[EvalResult]:
+        """Evaluate every prompt on every example.
+
+        Each prompt's missing pairs go out as one batch, all batches concurrently.
+        If the budget refuses some batches, the ones that fit are still
+        completed and remembered before :class:`BudgetExhausted` is raised.
+        """
+        unique = list({p.id: p for p in prompts}.values())
+        chunks = [[(p, ex) for ex in examples if (p.id, ex.id) not in self._memo] for p in unique]
+        outcomes = await asyncio.gather(*(self._achunk(c) for c in chunks if c), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [EvalResult(p, tuple(self._memo[(p.id, ex.id)] for ex in examples)) for p in prompts]
+
+    async def _achunk(self, pairs: list[tuple[Prompt, Example]]) -> None:
+        results = await (self._agenerate(pairs) if self.mode == "generate" else self._achoose(pairs))
+        for (p, ex), res in zip(pairs, results, strict=False):
+            self._memo[(p.id, ex.id)] = res
+
+    def known(self, prompt: Prompt, example: Example) -> ExampleResult | None:
+        """The result already computed for this pair, if any."""
+        return self._memo.get((prompt.id, example.id))
+
+    async def _agenerate(self, pairs: Sequence[tuple[Prompt, Example]]) -> list[ExampleResult]:
+        task = self.task
+        requests = [Request(task.render(p, ex), max_tokens=task.max_tokens, temperature=0.0)
+                    for p, ex in pairs]
+        completions = await self.backend.agenerate(requests)
+        out = []
+        for (_, ex), c in zip(pairs, completions, strict=False):
+            answer = task.parse(c.text)
+            out.append(ExampleResult(ex.id, c.text, answer, task.metric(answer, ex)))
+        return out
+
+    async def _achoose(self, pairs: Sequence[tuple[Prompt, Example]]) -> list[ExampleResult]:
+        task = self.task
+        options = [task.choices(ex) or () for _, ex in pairs]
+        requests = [ScoreRequest(task.render(p, ex), task.verbalize(label))
+                    for (p, ex), labels in zip(pairs, options, strict=False) for label in labels]
+        logprobs = iter(await self.backend.ascore(requests))
+        out = []
+        for (_, ex), labels in zip(pairs, options, strict=False):
+            scored = [(next(logprobs).logprob, label) for label in labels]
+            # Highest log-probability wins; ties go to the earlier label (stable, deterministic).
+            best = max(scored, key=lambda s: s[0])[1] if scored else None
+            text = " ".join(f"{label}={lp:.3f}" for lp, label in scored)
+            out.append(ExampleResult(ex.id, text, best, task.metric(best, ex)))
+        return out

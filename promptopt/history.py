@@ -1,0 +1,62 @@
+"""What a run has seen: every candidate, its lineage, and its dev scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from promptopt.prompt import Prompt
+
+__all__ = ["Candidate", "History"]
+
+
+@dataclass
+class Candidate:
+    """One distinct prompt the search produced, with where it came from."""
+
+    prompt: Prompt
+    parents: tuple[str, ...] = ()
+    operator: str = "seed"
+    order: int = 0
+    dev_scores: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.prompt.id
+
+    def dev_mean(self) -> float:
+        return sum(self.dev_scores.values()) / len(self.dev_scores) if self.dev_scores else 0.0
+
+
+class History:
+    """Candidates by id, in the order they first appeared."""
+
+    def __init__(self, dev_ids: tuple[str, ...]) -> None:
+        self.dev_ids = frozenset(dev_ids)
+        self.candidates: dict[str, Candidate] = {}
+
+    def add(self, prompt: Prompt, parents: tuple[str, ...] = (), operator: str = "") -> tuple[Candidate, bool]:
+        """Register a prompt; returns the candidate and whether it is new."""
+        known = self.candidates.get(prompt.id)
+        if known is not None:
+            return known, False
+        cand = Candidate(prompt, parents, operator, order=len(self.candidates))
+        self.candidates[prompt.id] = cand
+        return cand, True
+
+    def add_dev_scores(self, prompt: Prompt, scores: dict[str, float]) -> None:
+        cand, _ = self.add(prompt, operator="unrecorded")
+        cand.dev_scores.update({k: v for k, v in scores.items() if k in self.dev_ids})
+
+    def fully_scored(self) -> list[Candidate]:
+        """Candidates scored on every dev example."""
+        return [c for c in self.candidates.values() if len(c.dev_scores) == len(self.dev_ids)]
+
+    def best(self) -> Candidate | None:
+        """Highest full-dev mean; ties go to the earlier candidate (the seed first)."""
+        full = self.fully_scored()
+        return max(full, key=lambda c: (c.dev_mean(), -c.order)) if full else None
+
+    def best_partial(self) -> float:
+        """Best dev mean so far among fully scored candidates (for progress display)."""
+        best = self.best()
+        return best.dev_mean() if best else 0.0

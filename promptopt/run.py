@@ -1,0 +1,249 @@
+"""The Run: drives a strategy under a budget, picks the best prompt on dev, scores it on test.
+
+``optimize`` is the one entry point shared by the Python API and the CLI.
+Resume is replay: the run directory name is derived from the configuration,
+and every finished call is in the cache, so running the same configuration
+again (after a crash, or to reproduce) replays instead of paying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from promptopt.backends import Backend
+from promptopt.budget import Budget
+from promptopt.context import Context
+from promptopt.evaluator import Evaluator, resolve_answer_mode
+from promptopt.exceptions import BudgetExhausted, CapabilityError, ConfigError
+from promptopt.history import History
+from promptopt.prompt import Prompt
+from promptopt.session import Session
+from promptopt.stats import Score, summarize
+from promptopt.store import RunStore
+from promptopt.strategies import Strategy, get_strategy
+from promptopt.task_options import TaskOptions, load_task_from_options
+from promptopt.tasks import Task
+
+__all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
+
+DEFAULT_MODEL = "llamacpp:smollm2"
+
+
+def default_budget(answer_mode: str) -> Budget:
+    """A quick search that fits a laptop; raise it for real work.
+
+    Choice mode spends one cheap scoring call per label per example, so it gets more calls.
+    """
+    return Budget(target_calls=1500 if answer_mode == "choice" else 200)
+
+EventCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a run found.
+
+    Attributes:
+        best_prompt: the candidate with the highest dev score (the seed if nothing beat it).
+        best_dev / seed_dev: mean dev scores.
+        best_test / seed_test: test scores with 95% confidence intervals, each measured once.
+        usage: calls and tokens per role, for the search and for the final test evaluation.
+        stopped_by: the budget cap that ended the search, or None if it finished.
+    """
+
+    run_id: str
+    run_dir: str
+    task: str
+    strategy: str
+    model: str
+    optimizer_model: str
+    answer_mode: str
+    seed: int
+    seed_prompt: Prompt
+    best_prompt: Prompt
+    seed_dev: float
+    best_dev: float
+    seed_test: Score
+    best_test: Score
+    usage: dict[str, Any]
+    stopped_by: str | None
+    n_candidates: int
+
+    @property
+    def test_score(self) -> float:
+        """Mean test score of the best prompt."""
+        return self.best_test.mean
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
+        return d
+
+
+def _config_id(config: Mapping[str, Any]) -> str:
+    blob = json.dumps(config, sort_keys=True, ensure_ascii=False)
+    digest = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:8]
+    slug = "".join(ch if ch.isalnum() else "-" for ch in str(config["task"]))[:40].strip("-")
+    return f"{slug}-{config['strategy']}-{digest}"
+
+
+class _Run:
+    """One run's state while it executes."""
+
+    def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
+                 store: RunStore, on_event: EventCallback | None) -> None:
+        self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
+        self.store, self.on_event = store, on_event
+        self.history = History(tuple(ex.id for ex in task.splits.dev))
+        self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
+        self.started = time.monotonic()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        usage = self.session.meter.usage
+        event = {**event, "elapsed": round(time.monotonic() - self.started, 3),
+                 "target_calls": usage.target.calls, "optimizer_calls": usage.optimizer.calls,
+                 "tokens": usage.tokens, "n_candidates": len(self.history.candidates),
+                 "best_dev": self.history.best_partial()}
+        self.store.append(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    def context(self) -> Context:
+        return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
+                       optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
+                       emit=self.emit, seed=self.seed)
+
+    def search(self, ctx: Context) -> str | None:
+        """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any."""
+        try:
+            ctx.record(ctx.seed_prompt, operator="seed")
+            ctx.evaluate([ctx.seed_prompt])
+            finalists = self.strategy.optimize(ctx)
+            ctx.evaluate(list(finalists))
+        except BudgetExhausted as exc:
+            self.emit({"type": "budget_exhausted", "reason": str(exc)})
+            return str(exc)
+        return None
+
+    def test(self, prompts: Sequence[Prompt]) -> list[Score]:
+        self.session.meter.enforce = False  # the final test evaluation is never cut short
+        results = self.session.loop.run(self.evaluator.aevaluate(prompts, self.task.splits.test))
+        for res in results:
+            self.emit({"type": "test", "prompt_id": res.prompt.id, "mean": res.mean, "n": len(res.examples),
+                       "scores": {e.example_id: e.score for e in res.examples}})
+        return [summarize([e.score for e in r.examples]) for r in results]
+
+
+def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
+             optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
+             answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
+             n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 100,
+             data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
+             target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
+             runs_dir: str | Path = "runs", run_id: str | None = None, cache: bool | str | Path = True,
+             model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
+             on_event: EventCallback | None = None) -> Result:
+    """Search for a better prompt and score it once on the test split.
+
+    Args:
+        task: a task name (``gsm8k``, ``sst2``, ``bbh:date_understanding``,
+            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task.
+        strategy: a strategy name (``apo``) or a Strategy instance.
+        model: the target model, ``backend:model`` (default: embedded SmolLM2).
+        optimizer_model: the model that writes prompts (default: the target model).
+        budget: caps on the search (default: :func:`default_budget`, 200 target
+            calls in generate mode, 1500 in choice mode). The final test
+            evaluation is outside the budget and reported separately.
+        seed: seeds splits, minibatches, sampling and the strategy's choices.
+        answer_mode: ``auto`` (choice where the task has labels and the backend
+            can score), ``generate`` or ``choice``.
+        strategy_params: hyper-parameters for a strategy given by name.
+        n_train / n_dev / n_test: split sizes (seeded, stratified samples; None = all).
+        data_dir: dataset cache (default: ``$PROMPTOPT_DATA_DIR`` or the user cache dir).
+        offline: never download; missing data is an error saying where to put it.
+        input_field / target_field / metric / labels: options of ``file:`` tasks.
+        runs_dir: where run directories go.
+        run_id: the run directory name (default: derived from the configuration,
+            so the same configuration reuses its directory and cache).
+        cache: True for ``<runs_dir>/cache.sqlite``, a path, or False.
+        model_options / optimizer_options: backend options (``base_url``, ``api_key``, ...).
+        on_event: called with every event as it is logged (progress displays).
+
+    Returns:
+        The :class:`Result`, also written to ``runs/<id>/result.json``.
+
+    Raises:
+        ConfigError: bad input (names, sizes, budget, data); nothing is spent.
+        BackendError: a call failed for good (e.g. a bad API key); finished calls stay cached.
+    """
+    strat = get_strategy(strategy, dict(strategy_params or {}))
+    strat.validate()
+    if budget is not None and not isinstance(budget, Budget):
+        raise ConfigError(f"budget must be a promptopt.Budget; got {budget!r}")
+    options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
+                          offline=offline, input_field=input_field, target_field=target_field,
+                          metric=metric, labels=tuple(labels) if labels else None)
+    task_obj = load_task_from_options(task, options)
+    runs_path = Path(runs_dir)
+    cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
+    with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,
+                 optimizer_options=optimizer_options) as session:
+        mode = resolve_answer_mode(task_obj, session.target, answer_mode)
+        budget = default_budget(mode) if budget is None else budget
+        session.meter.budget = budget
+        if strat.needs_score and not session.target.capabilities.score:
+            raise CapabilityError(f"strategy {strat.name!r} needs log-probabilities, which "
+                                  f"{session.target.model_string} cannot give; use a backend that can score")
+        config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
+                  "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
+                  "budget": budget.to_dict(), "seed": seed, "answer_mode": mode,
+                  "task_options": options.to_config()}
+        store = RunStore(runs_path / (run_id or _config_id(config)))
+        store.write_json("config.json", config)
+        store.start_events()
+        try:
+            return _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=seed,
+                                 store=store, on_event=on_event), config)
+        finally:
+            store.close()
+
+
+def _execute(run: _Run, config: dict[str, Any]) -> Result:
+    ctx = run.context()
+    stopped_by = run.search(ctx)
+    best_cand = run.history.best()
+    seed_prompt = run.task.seed_prompt
+    best = best_cand.prompt if best_cand else seed_prompt
+    seed_dev = run.history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in run.history.candidates else 0.0
+    search_usage = run.session.meter.usage.to_dict()
+    seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
+                            else run.test([seed_prompt]) * 2)
+    total = run.session.meter.usage.to_dict()
+    result = Result(
+        run_id=run.store.dir.name, run_dir=str(run.store.dir), task=config["task"], strategy=config["strategy"],
+        model=config["model"], optimizer_model=config["optimizer_model"], answer_mode=config["answer_mode"],
+        seed=config["seed"], seed_prompt=seed_prompt, best_prompt=best, seed_dev=seed_dev,
+        best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
+        usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
+        n_candidates=len(run.history.candidates))
+    run.emit({"type": "result", "best_prompt_id": best.id, "best_test": best_test.mean})
+    run.store.write_json("result.json", result.to_dict())
+    run.store.write_text("best_prompt.txt", _prompt_text(best))
+    return result
+
+
+def _prompt_text(prompt: Prompt) -> str:
+    parts = []
+    if prompt.system:
+        parts.append(f"# system\n{prompt.system}")
+    parts.append(f"# instruction\n{prompt.instruction}")
+    for i, d in enumerate(prompt.demos, 1):
+        parts.append(f"# demo {i}\ninput: {d.input}\noutput: {d.output}")
+    parts.append(f"# template\n{prompt.template}")
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,75 @@
+"""Builds the backend stack for a run: backend → retry → cache → meter, on one event loop."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from promptopt._loop import LoopThread
+from promptopt.backends import Backend, CachedBackend, ResponseCache, RetryingBackend, make_backend
+from promptopt.budget import Budget, Meter, MeteredBackend
+
+__all__ = ["Session", "backend_options_from_env"]
+
+
+def backend_options_from_env(model: str | Backend, options: Mapping[str, Any] | None,
+                             env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Fill endpoint options from the environment at the edge (never logged or stored).
+
+    For ``openai:`` models: ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` unless given.
+    """
+    env = os.environ if env is None else env
+    opts = dict(options or {})
+    if isinstance(model, str) and model.startswith("openai:"):
+        if "base_url" not in opts and env.get("OPENAI_BASE_URL"):
+            opts["base_url"] = env["OPENAI_BASE_URL"]
+        if "api_key" not in opts and env.get("OPENAI_API_KEY"):
+            opts["api_key"] = env["OPENAI_API_KEY"]
+    return opts
+
+
+class Session:
+    """The event loop, the meter and the wrapped target/optimizer backends of one run.
+
+    The optimizer shares the target's backend object when both name the same
+    model, so an embedded model is loaded once. Use as a context manager.
+    """
+
+    def __init__(self, model: str | Backend, optimizer_model: str | Backend | None, *,
+                 budget: Budget, cache_path: Path | None, model_options: Mapping[str, Any] | None = None,
+                 optimizer_options: Mapping[str, Any] | None = None) -> None:
+        self.loop = LoopThread()
+        self.meter = Meter(budget)
+        self.cache = ResponseCache(cache_path) if cache_path else None
+        try:
+            raw_target = make_backend(model, **backend_options_from_env(model, model_options))
+            same = optimizer_model is None or (optimizer_model == model and not optimizer_options)
+            raw_optimizer = raw_target if same else make_backend(
+                optimizer_model, **backend_options_from_env(optimizer_model, optimizer_options))  # type: ignore[arg-type]
+        except BaseException:
+            self.close()
+            raise
+        self._raw = [raw_target] if raw_optimizer is raw_target else [raw_target, raw_optimizer]
+        self.target = self._wrap(raw_target)
+        self.optimizer = self.target if raw_optimizer is raw_target else self._wrap(raw_optimizer)
+
+    def _wrap(self, backend: Backend) -> MeteredBackend:
+        inner: Backend = RetryingBackend(backend)
+        if self.cache is not None:
+            inner = CachedBackend(inner, self.cache)
+        return MeteredBackend(inner, self.meter)
+
+    def close(self) -> None:
+        for backend in getattr(self, "_raw", []):
+            self.loop.run(backend.aclose())
+        self.loop.close()
+        if self.cache is not None:
+            self.cache.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,55 @@
+"""The strategy contract.
+
+A strategy is a search algorithm. Its constructor only stores keyword-only
+hyper-parameters (``get_params`` reads them back from the signature); the
+search happens in :meth:`Strategy.optimize`, which talks to the world only
+through the :class:`~promptopt.context.Context` it is given.
+
+Call order, driven by the Run: ``validate()`` before any call, then one
+``optimize(ctx)``. When the budget runs out, ``ctx`` raises
+:class:`~promptopt.exceptions.BudgetExhausted`; the Run catches it and keeps
+the best prompt found so far, so a strategy never counts its own calls.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from promptopt.strategies._params import get_params, validate_params
+
+if TYPE_CHECKING:
+    from promptopt.context import Context
+    from promptopt.prompt import Prompt
+
+__all__ = ["Strategy"]
+
+
+class Strategy(ABC):
+    """Base class of every search strategy."""
+
+    #: registry name, e.g. ``"apo"``
+    name: ClassVar[str] = ""
+    #: one line for ``promptopt strategies``
+    summary: ClassVar[str] = ""
+    #: parameter name -> constraint (or tuple of alternatives), see ``_params``
+    constraints: ClassVar[dict[str, Any]] = {}
+    #: True when the strategy needs backend log-probabilities (``ctx.loss``)
+    needs_score: ClassVar[bool] = False
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyper-parameters by name, as given to the constructor."""
+        return get_params(self)
+
+    def validate(self) -> None:
+        """Check every declared constraint; raise ConfigError on the first violation."""
+        validate_params(type(self).__name__, self.get_params(), self.constraints)
+
+    @abstractmethod
+    def optimize(self, ctx: Context) -> Sequence[Prompt]:
+        """Search, and return the final candidates (best first) for the Run to pick from."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"

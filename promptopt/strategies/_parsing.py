@@ -1,0 +1,52 @@
+"""Reading what an optimizer model wrote.
+
+Small models rarely follow a format. Parsers here return what they could
+recover plus how (``"tagged"`` or ``"loose"``) so strategies can record it, and
+:func:`clean_prompt_text` rejects replies that cannot be a prompt at all.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["clean_prompt_text", "parse_items", "parse_tagged"]
+
+_QUOTES = "\"'`“”‘’"
+_PREAMBLE = re.compile(
+    r"^(?:sure|certainly|okay|ok|here(?: is| are|'s)|the (?:new|improved|revised) (?:prompt|instruction)s?)"
+    r"[^\n:]*:\s*", re.IGNORECASE)
+_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.+)$", re.MULTILINE)
+
+
+def parse_tagged(text: str, start: str = "<START>", end: str = "<END>") -> list[str]:
+    """Every non-empty span between ``start`` and ``end`` tags, in order."""
+    pattern = re.escape(start) + r"(.*?)" + re.escape(end)
+    return [m.strip() for m in re.findall(pattern, text, flags=re.DOTALL) if m.strip()]
+
+
+def parse_items(text: str, start: str = "<START>", end: str = "<END>") -> tuple[list[str], str]:
+    """Tagged spans if there are any, else list items, else the whole reply as one item.
+
+    Returns the items and how they were found: ``"tagged"``, ``"list"``,
+    ``"loose"``, or ``"empty"`` when nothing usable is there.
+    """
+    tagged = parse_tagged(text, start, end)
+    if tagged:
+        return tagged, "tagged"
+    stripped = text.replace(start, "").replace(end, "").strip()
+    items = [m.strip() for m in _LIST_ITEM.findall(stripped) if m.strip()]
+    if len(items) >= 2:
+        return items, "list"
+    return ([stripped], "loose") if stripped else ([], "empty")
+
+
+def clean_prompt_text(text: str, *, min_chars: int = 8, max_chars: int = 2000) -> str | None:
+    """Strip chatter and quotes from a proposed instruction; None if it cannot be one."""
+    text = _PREAMBLE.sub("", text.strip()).strip()
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:
+        text = text[1:-1].strip()
+    if not (min_chars <= len(text) <= max_chars):
+        return None
+    if not re.search(r"[A-Za-z]{3}", text):
+        return None
+    return text

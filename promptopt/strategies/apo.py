@@ -1,0 +1,246 @@
+"""APO / ProTeGi: prompt optimisation with textual gradients and beam search.
+
+Pryzant et al., "Automatic Prompt Optimization with 'Gradient Descent' and
+Beam Search", EMNLP 2023 (arXiv:2305.03495). Each round, for every prompt in
+the beam:
+
+1. run it on a minibatch of training examples and collect its errors;
+2. **gradients**: show the optimizer model groups of errors and ask why the
+   prompt failed (natural-language criticism);
+3. **edits**: ask the optimizer to rewrite the prompt to fix each criticism;
+4. **Monte-Carlo expansion**: paraphrase each new prompt (and the parent)
+   while keeping its meaning;
+5. keep at most ``max_expansion_factor`` successors per parent.
+
+The beam for the next round is chosen from parents + successors by
+best-arm identification on dev samples (``selector``: UCB, UCB-E, successive
+rejects, or brute force for comparison).
+
+Cost drivers: ``rounds`` × ``beam_size`` × (``minibatch_size`` target calls +
+``n_gradients`` × (2 + ``mc_samples_per_step``) optimizer calls) plus the
+selection budget (``eval_rounds`` × ``eval_prompts_per_round`` ×
+``samples_per_eval`` evaluations, of which repeats on a small dev split are
+free). Needs only generation from both models; in ``choice`` answer mode the
+target model must also score log-probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from promptopt.evaluator import EvalResult, ExampleResult
+from promptopt.prompt import Prompt
+from promptopt.strategies._bandits import SELECTORS
+from promptopt.strategies._base import Strategy
+from promptopt.strategies._params import Interval, OneOf
+from promptopt.strategies._parsing import clean_prompt_text, parse_items
+
+if TYPE_CHECKING:
+    from promptopt.context import Context
+    from promptopt.types import Example
+
+__all__ = ["APO"]
+
+GRADIENT_PROMPT = """I am improving a prompt for a language model.
+Task: {description}
+
+Current prompt:
+"{prompt}"
+
+With this prompt the model got these examples wrong:
+{errors}
+
+Give {n} reasons why the prompt could have led to these mistakes.
+Put each reason between <START> and <END>."""
+
+EDIT_PROMPT = """I am improving a prompt for a language model.
+Task: {description}
+
+Current prompt:
+"{prompt}"
+
+It gets these examples wrong:
+{errors}
+
+The problem with the prompt is: {gradient}
+
+Using this, write {n} improved versions of the prompt.
+Put each new prompt between <START> and <END>."""
+
+PARAPHRASE_PROMPT = """Rewrite the following instruction in different words, keeping its meaning.
+
+Instruction: {prompt}
+
+Rewritten instruction:"""
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+class APO(Strategy):
+    """Textual-gradient beam search (APO / ProTeGi), with the paper's defaults.
+
+    Args:
+        beam_size: prompts kept after each round.
+        rounds: expansion rounds.
+        minibatch_size: training examples each beam prompt is run on to find errors.
+        n_gradients: error groups (one critique request each) per prompt.
+        errors_per_gradient: errors shown in one critique request.
+        gradients_per_error: reasons asked for per critique request.
+        steps_per_gradient: rewritten prompts asked for per reason.
+        mc_samples_per_step: paraphrases per new prompt (Monte-Carlo expansion).
+        max_expansion_factor: successors kept per parent (sampled down).
+        selector: ``"ucb"``, ``"ucb-e"``, ``"sr"`` (successive rejects) or ``"bf"`` (brute force).
+        eval_rounds: bandit rounds (UCB).
+        eval_prompts_per_round: arms pulled per bandit round (UCB).
+        samples_per_eval: examples per pull; the selection budget is
+            ``eval_rounds * eval_prompts_per_round * samples_per_eval`` evaluations.
+        ucb_c: UCB exploration constant.
+        temperature: optimizer sampling temperature.
+
+    Example:
+        >>> APO(beam_size=2, rounds=1).get_params()["beam_size"]
+        2
+    """
+
+    name: ClassVar[str] = "apo"
+    summary: ClassVar[str] = ("textual gradients: critique errors, edit, paraphrase; beam search "
+                              "with bandit selection (Pryzant et al., 2023)")
+    constraints: ClassVar[dict[str, Any]] = {
+        "beam_size": Interval(int, 1), "rounds": Interval(int, 0), "minibatch_size": Interval(int, 1),
+        "n_gradients": Interval(int, 0), "errors_per_gradient": Interval(int, 1),
+        "gradients_per_error": Interval(int, 1), "steps_per_gradient": Interval(int, 1),
+        "mc_samples_per_step": Interval(int, 0), "max_expansion_factor": Interval(int, 1),
+        "selector": OneOf(tuple(SELECTORS)), "eval_rounds": Interval(int, 1),
+        "eval_prompts_per_round": Interval(int, 1), "samples_per_eval": Interval(int, 1),
+        "ucb_c": Interval(float, 0), "temperature": Interval(float, 0, 2),
+    }
+
+    def __init__(self, *, beam_size: int = 4, rounds: int = 6, minibatch_size: int = 64,
+                 n_gradients: int = 4, errors_per_gradient: int = 4, gradients_per_error: int = 1,
+                 steps_per_gradient: int = 1, mc_samples_per_step: int = 2, max_expansion_factor: int = 8,
+                 selector: str = "ucb", eval_rounds: int = 8, eval_prompts_per_round: int = 8,
+                 samples_per_eval: int = 32, ucb_c: float = 1.0, temperature: float = 0.7) -> None:
+        self.beam_size = beam_size
+        self.rounds = rounds
+        self.minibatch_size = minibatch_size
+        self.n_gradients = n_gradients
+        self.errors_per_gradient = errors_per_gradient
+        self.gradients_per_error = gradients_per_error
+        self.steps_per_gradient = steps_per_gradient
+        self.mc_samples_per_step = mc_samples_per_step
+        self.max_expansion_factor = max_expansion_factor
+        self.selector = selector
+        self.eval_rounds = eval_rounds
+        self.eval_prompts_per_round = eval_prompts_per_round
+        self.samples_per_eval = samples_per_eval
+        self.ucb_c = ucb_c
+        self.temperature = temperature
+
+    def optimize(self, ctx: Context) -> Sequence[Prompt]:
+        ctx.record(ctx.seed_prompt, operator="seed")
+        beam = [ctx.seed_prompt]
+        for round_index in range(self.rounds):
+            ctx.note("round", index=round_index, beam=[p.id for p in beam])
+            minibatch = ctx.sample(ctx.train, self.minibatch_size)
+            candidates = list(beam)
+            for parent in beam:
+                candidates += self.expand(ctx, parent, minibatch)
+            candidates = list({p.id: p for p in candidates}.values())
+            beam = self.select(ctx, candidates)
+        return beam
+
+    # -- expansion ----------------------------------------------------------------------------
+    def expand(self, ctx: Context, parent: Prompt, minibatch: Sequence[Example]) -> list[Prompt]:
+        """Gradient edits and paraphrases of ``parent``, at most ``max_expansion_factor``."""
+        result = ctx.evaluate([parent], minibatch)[0]
+        edited: list[str] = []
+        for gradient, errors in self.gradients(ctx, parent, result, minibatch):
+            edited += self.apply_gradient(ctx, parent, gradient, errors)
+        paraphrased: list[str] = []
+        for text in edited + [parent.instruction]:
+            paraphrased += self.paraphrase(ctx, text)
+        texts = [t for t in dict.fromkeys(edited + paraphrased) if t != parent.instruction]
+        if len(texts) > self.max_expansion_factor:
+            texts = ctx.sample(texts, self.max_expansion_factor)
+        children = []
+        for text in texts:
+            child = parent.with_instruction(text)
+            ctx.record(child, [parent], "edit" if text in edited else "paraphrase")
+            children.append(child)
+        return children
+
+    def gradients(self, ctx: Context, parent: Prompt, result: EvalResult,
+                  minibatch: Sequence[Example]) -> list[tuple[str, str]]:
+        """(criticism, error text) pairs from groups of the parent's errors."""
+        by_id = {ex.id: ex for ex in minibatch}
+        errors = list(result.errors)
+        if not errors:
+            return []
+        out = []
+        for _ in range(self.n_gradients):
+            group = ctx.sample(errors, self.errors_per_gradient)
+            error_text = self.format_errors(ctx, group, by_id)
+            reply = ctx.propose(GRADIENT_PROMPT.format(
+                description=ctx.task.description or ctx.task.name, prompt=parent.instruction,
+                errors=error_text, n=self.gradients_per_error), temperature=self.temperature)[0]
+            reasons, how = parse_items(reply)
+            if not reasons:
+                ctx.skip("gradient", "empty reply", reply)
+            out += [(r, error_text) for r in reasons[: self.gradients_per_error] if how != "empty"]
+        return out
+
+    @staticmethod
+    def format_errors(ctx: Context, group: Sequence[ExampleResult], by_id: dict[str, Example]) -> str:
+        lines = []
+        for i, res in enumerate(group, 1):
+            ex = by_id[res.example_id]
+            got = res.answer if res.answer is not None else _shorten(res.output, 120) or "(nothing)"
+            lines.append(f"Example {i}\nInput: {_shorten(ex.input)}\nExpected: {ex.target}\nModel answer: {got}")
+        return "\n\n".join(lines)
+
+    def apply_gradient(self, ctx: Context, parent: Prompt, gradient: str, errors: str) -> list[str]:
+        reply = ctx.propose(EDIT_PROMPT.format(
+            description=ctx.task.description or ctx.task.name, prompt=parent.instruction, errors=errors,
+            gradient=gradient, n=self.steps_per_gradient), temperature=self.temperature)[0]
+        return self._usable(ctx, "edit", reply)[: self.steps_per_gradient]
+
+    def paraphrase(self, ctx: Context, text: str) -> list[str]:
+        if self.mc_samples_per_step == 0:
+            return []
+        replies = ctx.propose(PARAPHRASE_PROMPT.format(prompt=text), n=self.mc_samples_per_step,
+                              temperature=self.temperature, max_tokens=256)
+        out = []
+        for reply in replies:
+            out += self._usable(ctx, "paraphrase", reply)[:1]
+        return out
+
+    @staticmethod
+    def _usable(ctx: Context, operator: str, reply: str) -> list[str]:
+        items, how = parse_items(reply)
+        cleaned = [c for c in (clean_prompt_text(i) for i in items) if c]
+        if not cleaned:
+            ctx.skip(operator, f"no usable prompt ({how})", reply)
+        return cleaned
+
+    # -- selection ----------------------------------------------------------------------------
+    def select(self, ctx: Context, candidates: list[Prompt]) -> list[Prompt]:
+        """The next beam: the ``beam_size`` best candidates by bandit estimate on dev."""
+        if len(candidates) <= 1:
+            return candidates
+
+        def evaluate(prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[float]:
+            return [r.mean for r in ctx.evaluate(prompts, examples)]
+
+        budget = self.eval_rounds * self.eval_prompts_per_round * self.samples_per_eval
+        scores = SELECTORS[self.selector](
+            candidates, ctx.dev, evaluate, ctx.rng, budget=budget, keep=self.beam_size,
+            rounds=self.eval_rounds, prompts_per_round=self.eval_prompts_per_round,
+            samples_per_eval=self.samples_per_eval, c=self.ucb_c, variant=self.selector)
+        order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))
+        ctx.note("selection", selector=self.selector,
+                 scores={candidates[i].id: scores[i] for i in order})
+        return [candidates[i] for i in order[: self.beam_size]]

@@ -1,0 +1,66 @@
+"""Task options as the API and CLI take them, resolved against the environment at the edge."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from promptopt.exceptions import ConfigError
+from promptopt.tasks import Task, default_data_dir, load_task
+
+__all__ = ["TaskOptions", "load_task_from_options", "resolve_data_dir"]
+
+
+def resolve_data_dir(data_dir: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """``data_dir`` if given, else ``$PROMPTOPT_DATA_DIR``, else the user cache dir."""
+    env = os.environ if env is None else env
+    if data_dir is not None:
+        return Path(data_dir)
+    if env.get("PROMPTOPT_DATA_DIR"):
+        return Path(env["PROMPTOPT_DATA_DIR"])
+    return Path(default_data_dir())
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskOptions:
+    """Split sizes, seed, data location and ``file:`` task fields."""
+
+    n_train: int | None = None
+    n_dev: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+    data_dir: str | Path | None = None
+    offline: bool = False
+    input_field: str | None = None
+    target_field: str | None = None
+    metric: str | None = None
+    labels: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("n_train", "n_dev", "n_test"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                flag = name.replace("_", "-")
+                raise ConfigError(f"{name} must be a whole number >= 1 (or None for the whole split); "
+                                  f"got {value!r}; e.g. --{flag} 50")
+
+    def to_config(self) -> dict[str, Any]:
+        """What changes the examples (the data location does not)."""
+        return {"n_train": self.n_train, "n_dev": self.n_dev, "n_test": self.n_test,
+                "input_field": self.input_field, "target_field": self.target_field,
+                "metric": self.metric, "labels": list(self.labels) if self.labels else None}
+
+
+def load_task_from_options(task: str | Task, options: TaskOptions,
+                           env: Mapping[str, str] | None = None) -> Task:
+    """Load a task by name (or pass an instance through) with these options."""
+    env = os.environ if env is None else env
+    return load_task(task, data_dir=resolve_data_dir(options.data_dir, env),
+                     base_url=env.get("PROMPTOPT_DATA_URL") or None,
+                     offline=options.offline or env.get("PROMPTOPT_OFFLINE", "") not in ("", "0"),
+                     n_train=options.n_train, n_dev=options.n_dev, n_test=options.n_test, seed=options.seed,
+                     input_field=options.input_field, target_field=options.target_field,
+                     metric=options.metric, labels=list(options.labels) if options.labels else None)

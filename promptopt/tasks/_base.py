@@ -1,0 +1,86 @@
+"""The task contract: examples, splits, rendering, parsing and the metric."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from promptopt.prompt import Prompt
+from promptopt.types import Example, Message
+
+__all__ = ["Splits", "Task"]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train (optimisation pool), dev (prompt selection) and test (reported once)."""
+
+    train: tuple[Example, ...]
+    dev: tuple[Example, ...]
+    test: tuple[Example, ...]
+
+
+class Task(ABC):
+    """A dataset with a metric.
+
+    Subclasses provide :attr:`name`, :attr:`splits`, :attr:`seed_prompt`,
+    :meth:`parse` and :meth:`metric`. Tasks with a closed label set also set
+    :attr:`labels`, which enables ``choice`` answer mode: the answer is the
+    label whose :meth:`verbalize` text the model finds most likely.
+
+    Parsing never executes model output.
+    """
+
+    name: str = "task"
+    #: closed label set (gold targets are among these), or None for open answers
+    labels: tuple[str, ...] | None = None
+    #: reply length for ``generate`` mode
+    max_tokens: int = 64
+    description: str = ""
+
+    @property
+    @abstractmethod
+    def splits(self) -> Splits:
+        """The train/dev/test examples."""
+
+    @property
+    @abstractmethod
+    def seed_prompt(self) -> Prompt:
+        """The prompt optimisation starts from."""
+
+    def render(self, prompt: Prompt, example: Example) -> tuple[Message, ...]:
+        """The chat messages that ask the model this example under ``prompt``."""
+        messages = [Message("system", prompt.system)] if prompt.system.strip() else []
+        messages.append(Message("user", prompt.render_user(example.input)))
+        return tuple(messages)
+
+    @abstractmethod
+    def parse(self, text: str) -> str | None:
+        """Extract the answer from a reply; None when there is none."""
+
+    @abstractmethod
+    def metric(self, answer: str | None, example: Example) -> float:
+        """Score an answer against the example's gold, in [0, 1]."""
+
+    def choices(self, example: Example) -> tuple[str, ...] | None:
+        """The closed answer set for one example (None: open answers, no choice mode).
+
+        Defaults to :attr:`labels`; multiple-choice tasks whose options vary per
+        example override it.
+        """
+        return self.labels
+
+    def verbalize(self, label: str) -> str:
+        """The text the model should produce for ``label`` (choice mode and losses)."""
+        return label
+
+    def gold_text(self, example: Example) -> str:
+        """The gold continuation for loss-based strategies."""
+        return self.verbalize(example.target)
+
+    def feedback(self, answer: str | None, example: Example) -> str:
+        """A short textual verdict on one answer, for reflective strategies."""
+        if self.metric(answer, example) >= 1.0:
+            return "correct"
+        got = "no parsable answer" if answer is None else repr(answer)
+        return f"expected {example.target!r}, got {got}"

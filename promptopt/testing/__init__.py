@@ -1,0 +1,11 @@
+"""Test helpers shipped with promptopt: a fake backend and conformance checks.
+
+:class:`FakeBackend` is for fast unit tests and for measuring promptopt's own
+overhead; it is never the only proof that a feature works.
+"""
+
+from __future__ import annotations
+
+from promptopt.testing._fake import FakeBackend
+
+__all__ = ["FakeBackend"]
