@@ -129,7 +129,7 @@ class Meter:
         b, used = self.budget, self.usage.role(role)
         cap = b.target_calls if role == "target" else b.optimizer_calls
         if cap is not None and used.calls + n_calls > cap:
-            raise BudgetExhausted(f"{role} call cap {cap} reached ({used.calls} used)")
+            raise BudgetExhausted(f"{role} call cap {cap}: {used.calls} used, the next batch needs {n_calls} more")
         if b.tokens is not None and self.usage.tokens >= b.tokens:
             raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)")
         if b.usd is not None and self.usage.usd >= b.usd:

@@ -93,17 +93,29 @@ def _model_options(base_url: Optional[str]) -> dict[str, Any]:
 
 
 class _ProgressView:
-    """Progress bar fed by run events: candidates, best dev score, calls and tokens spent."""
+    """Progress bar fed by run events: candidates, best dev score, calls and tokens spent.
 
-    def __init__(self, progress: Progress, total: int | None) -> None:
-        self.progress = progress
-        self.bar = progress.add_task("starting", total=total)
+    It appears with the first event, so input errors found before any call
+    print alone, on one line.
+    """
+
+    def __init__(self, total: int | None) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err)
+        self.bar = self.progress.add_task("starting", total=total)
+        self.started = False
 
     def __call__(self, event: dict[str, Any]) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         text = (f"{event['n_candidates']} candidates · best dev {event['best_dev']:.3f} · "
                 f"target {event['target_calls']} · optimizer {event['optimizer_calls']} calls · "
                 f"{event['tokens']:,} tokens")
         self.progress.update(self.bar, completed=event["target_calls"], description=text)
+
+    def stop(self) -> None:
+        if self.started:
+            self.progress.stop()
 
 
 @app.command()
@@ -150,13 +162,12 @@ def optimize(
             metric=metric, labels=_labels(labels), runs_dir=runs_dir, run_id=run_id,
             cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url),
             optimizer_options=_model_options(optimizer_base_url) or None)
-        if progress:
-            with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                          console=err, transient=False) as bar:
-                view = _ProgressView(bar, budget_target_calls)
-                result = run_optimize(task, strategy, model, on_event=view, **kwargs)
-        else:
-            result = run_optimize(task, strategy, model, **kwargs)
+        view = _ProgressView(budget_target_calls) if progress else None
+        try:
+            result = run_optimize(task, strategy, model, on_event=view, **kwargs)
+        finally:
+            if view is not None:
+                view.stop()
     if as_json:
         out.print_json(json.dumps(result.to_dict()))
         return
@@ -178,7 +189,7 @@ def _print_result(result: Any) -> None:
                   f"(paid {t['paid_calls']}); tokens {t['tokens']:,}", highlight=False)
     out.print(f"candidates: {result.n_candidates}; stopped by: {result.stopped_by or 'finished'}", highlight=False)
     out.print(f"best prompt: {result.best_prompt.instruction!r}", highlight=False, soft_wrap=True)
-    out.print(f"run directory: {result.run_dir}", highlight=False)
+    out.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
 def _load_prompt(instruction: Optional[str], prompt_file: Optional[Path]) -> Prompt | str | None:
@@ -234,7 +245,7 @@ def tasks() -> None:
 
     table = Table("task", "answers", "description")
     for info in list_tasks():
-        table.add_row(info.name, getattr(info, "answers", ""), info.description)
+        table.add_row(info.name, info.answer or "", info.description)
     out.print(table)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from promptopt.backends import Backend
 from promptopt.budget import Budget
-from promptopt.evaluator import Evaluator, ExampleResult, resolve_answer_mode
+from promptopt.evaluator import Evaluator, ExampleResult, check_answer_mode, resolve_answer_mode
 from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
 from promptopt.session import Session
@@ -54,11 +54,12 @@ def evaluate(prompt: str | Prompt | None = None, task: str | Task = "gsm8k", mod
         An :class:`Evaluation` with the mean score and its 95% interval.
     """
     if split not in ("train", "dev", "test"):
-        raise ConfigError(f"split must be train, dev or test; got {split!r}")
+        raise ConfigError(f"--split (split=) must be train, dev or test; got {split!r}")
     options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
     task_obj = load_task_from_options(task, options)
+    check_answer_mode(task_obj, answer_mode)
     if prompt is None:
         prompt = task_obj.seed_prompt
     elif isinstance(prompt, str):

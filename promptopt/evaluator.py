@@ -24,7 +24,7 @@ from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
 from promptopt.types import Example, Request, ScoreRequest
 
-__all__ = ["AnswerMode", "EvalResult", "Evaluator", "ExampleResult", "resolve_answer_mode"]
+__all__ = ["AnswerMode", "EvalResult", "Evaluator", "ExampleResult", "check_answer_mode", "resolve_answer_mode"]
 
 AnswerMode = Literal["generate", "choice"]
 
@@ -55,23 +55,30 @@ class EvalResult:
         return tuple(e for e in self.examples if e.score < 1.0)
 
 
+def _has_labels(task: Task) -> bool:
+    return task.labels is not None or any(task.choices(ex) for ex in task.splits.dev[:1])
+
+
+def check_answer_mode(task: Task, requested: str | None) -> None:
+    """The checks that need no backend, so bad input fails before anything is opened."""
+    if requested not in (None, "auto", "generate", "choice"):
+        raise ConfigError(f"--answer-mode (answer_mode=) must be auto, generate or choice; got {requested!r}")
+    if requested == "choice" and not _has_labels(task):
+        raise ConfigError(f"task {task.name!r} has no closed label set, so choice mode cannot "
+                          "apply; use --answer-mode generate")
+
+
 def resolve_answer_mode(task: Task, backend: Backend, requested: str | None) -> AnswerMode:
     """``choice`` when the task has labels and the backend can score, else ``generate``.
 
     An explicit request wins; asking for ``choice`` where it is impossible is an error.
     """
-    has_labels = task.labels is not None or any(task.choices(ex) for ex in task.splits.dev[:1])
+    check_answer_mode(task, requested)
     if requested is None or requested == "auto":
-        return "choice" if has_labels and backend.capabilities.score else "generate"
-    if requested not in ("generate", "choice"):
-        raise ConfigError(f"answer mode must be 'generate', 'choice' or 'auto'; got {requested!r}")
-    if requested == "choice":
-        if not has_labels:
-            raise ConfigError(f"task {task.name!r} has no closed label set, so choice mode cannot "
-                              "apply; use --answer-mode generate")
-        if not backend.capabilities.score:
-            raise CapabilityError(f"choice mode needs a backend that can score log-probabilities; "
-                                  f"{backend.model_string} cannot; use --answer-mode generate")
+        return "choice" if _has_labels(task) and backend.capabilities.score else "generate"
+    if requested == "choice" and not backend.capabilities.score:
+        raise CapabilityError(f"choice mode needs a backend that can score log-probabilities; "
+                              f"{backend.model_string} cannot; use --answer-mode generate")
     return requested  # type: ignore[return-value]
 
 

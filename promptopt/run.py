@@ -19,7 +19,7 @@ from typing import Any
 from promptopt.backends import Backend
 from promptopt.budget import Budget
 from promptopt.context import Context
-from promptopt.evaluator import Evaluator, resolve_answer_mode
+from promptopt.evaluator import Evaluator, check_answer_mode, resolve_answer_mode
 from promptopt.exceptions import BudgetExhausted, CapabilityError, ConfigError
 from promptopt.history import History
 from promptopt.prompt import Prompt
@@ -190,6 +190,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
     task_obj = load_task_from_options(task, options)
+    check_answer_mode(task_obj, answer_mode)
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,

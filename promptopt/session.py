@@ -42,7 +42,7 @@ class Session:
                  optimizer_options: Mapping[str, Any] | None = None) -> None:
         self.loop = LoopThread()
         self.meter = Meter(budget)
-        self.cache = ResponseCache(cache_path) if cache_path else None
+        self.cache: ResponseCache | None = None
         try:
             raw_target = make_backend(model, **backend_options_from_env(model, model_options))
             same = optimizer_model is None or (optimizer_model == model and not optimizer_options)
@@ -51,6 +51,7 @@ class Session:
         except BaseException:
             self.close()
             raise
+        self.cache = ResponseCache(cache_path) if cache_path else None
         self._raw = [raw_target] if raw_optimizer is raw_target else [raw_target, raw_optimizer]
         self.target = self._wrap(raw_target)
         self.optimizer = self.target if raw_optimizer is raw_target else self._wrap(raw_optimizer)

@@ -8,10 +8,11 @@ connections) are retried; a bad request or a missing key fails at once. A
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from promptopt.backends._base import Backend
 from promptopt.exceptions import BackendError
@@ -54,7 +55,9 @@ class RetryingBackend(Backend):
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, (int, float)) and hint >= 0:
             return float(min(hint, self.max_wait))
-        return float(wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait)(state))
+        # Exponential backoff with jitter, so many clients do not retry in step.
+        backoff = self.initial_wait * 2 ** (state.attempt_number - 1)
+        return min(self.max_wait, backoff + random.uniform(0, self.initial_wait))
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(

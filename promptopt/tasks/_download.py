@@ -31,7 +31,7 @@ __all__ = ["DataStore", "FileSource", "default_data_dir", "load_sources"]
 
 _CHUNK = 1 << 16
 _TIMEOUT_S = 60.0
-_FIX = "set PROMPTOPT_DATA_DIR to a folder holding {rel}"
+_FIX = "point --data-dir (or PROMPTOPT_DATA_DIR) at a folder holding {rel}"
 
 
 @dataclass(frozen=True)

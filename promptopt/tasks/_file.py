@@ -107,7 +107,8 @@ def _field(path: Path, record: Record, name: str) -> str:
     if value is None:
         present = ", ".join(repr(k) for k in record.fields) or "none"
         raise DataError(f"line {record.line} of {path} has no field {name!r} (fields: {present}); "
-                        "name the right one with input_field / target_field")
+                        "name the right one with --input-field / --target-field "
+                        "(input_field= / target_field= in Python)")
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 

@@ -7,5 +7,6 @@ overhead; it is never the only proof that a feature works.
 from __future__ import annotations
 
 from promptopt.testing._fake import FakeBackend
+from promptopt.testing.llama_server import free_port, run_llama_server, smollm2_path
 
-__all__ = ["FakeBackend"]
+__all__ = ["FakeBackend", "free_port", "run_llama_server", "smollm2_path"]

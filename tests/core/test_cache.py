@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from promptopt.backends import CachedBackend, ResponseCache
+from promptopt.testing import FakeBackend
+from promptopt.types import Message, Request, ScoreRequest
+
+MSG = (Message("user", "hello"),)
+
+
+def test_second_identical_request_is_replayed(tmp_path: Path) -> None:
+    fake = FakeBackend()
+    cached = CachedBackend(fake, ResponseCache(tmp_path / "c.sqlite"))
+    first = asyncio.run(cached.agenerate([Request(MSG)]))[0]
+    second = asyncio.run(cached.agenerate([Request(MSG)]))[0]
+    assert fake.n_calls == 1
+    assert not first.cached and second.cached and second.text == first.text
+
+
+def test_cache_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    asyncio.run(CachedBackend(FakeBackend(), ResponseCache(path)).ascore([ScoreRequest(MSG, "yes")]))
+    fresh = FakeBackend()
+    again = asyncio.run(CachedBackend(fresh, ResponseCache(path)).ascore([ScoreRequest(MSG, "yes")]))
+    assert fresh.n_calls == 0 and again[0].cached
+
+
+def test_key_covers_sampling_params_and_sample_index_but_not_role(tmp_path: Path) -> None:
+    fake = FakeBackend()
+    cached = CachedBackend(fake, ResponseCache(tmp_path / "c.sqlite"))
+    variants = [Request(MSG), Request(MSG, temperature=0.7), Request(MSG, max_tokens=5),
+                Request(MSG, sample_index=1), Request(MSG, seed=3), Request(MSG, stop=("\n",))]
+    asyncio.run(cached.agenerate(variants))
+    assert fake.n_calls == len(variants)
+    asyncio.run(cached.agenerate([Request(MSG, role="optimizer")]))
+    assert fake.n_calls == len(variants)
+
+
+def test_key_covers_the_model(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    a, b = FakeBackend("a"), FakeBackend("b")
+    asyncio.run(CachedBackend(a, cache).agenerate([Request(MSG)]))
+    asyncio.run(CachedBackend(b, cache).agenerate([Request(MSG)]))
+    assert a.n_calls == b.n_calls == 1
+
+
+def test_duplicates_in_one_batch_are_sent_once(tmp_path: Path) -> None:
+    fake = FakeBackend()
+    cached = CachedBackend(fake, ResponseCache(tmp_path / "c.sqlite"))
+    out = asyncio.run(cached.agenerate([Request(MSG)] * 4))
+    assert fake.n_calls == 1 and len({c.text for c in out}) == 1

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from parity_fixtures import parity_target, scripted_optimizer
+
+import promptopt
+from promptopt.store import RunStore
+from promptopt.tasks import Task
+from promptopt.testing import FakeBackend
+
+SMALL = {"rounds": 2, "beam_size": 2, "minibatch_size": 12, "n_gradients": 2, "mc_samples_per_step": 1,
+         "eval_rounds": 3, "eval_prompts_per_round": 4, "samples_per_eval": 8}
+
+
+def _backend() -> FakeBackend:
+    return FakeBackend("scripted", reply=lambda r: scripted_optimizer(r) if r.role == "optimizer"
+                       else parity_target(r))
+
+
+def _run(task: Task, tmp_path: Path, **kw: Any) -> promptopt.Result:
+    kw.setdefault("budget", promptopt.Budget(target_calls=2000))
+    kw.setdefault("cache", tmp_path / "cache.sqlite")
+    return promptopt.optimize(task, "apo", kw.pop("model", None) or _backend(), answer_mode="generate",
+                              strategy_params=SMALL, runs_dir=tmp_path / "runs", **kw)
+
+
+def test_run_writes_its_files(parity_task: Task, tmp_path: Path) -> None:
+    result = _run(parity_task, tmp_path)
+    run_dir = Path(result.run_dir)
+    assert {p.name for p in run_dir.iterdir()} >= {"config.json", "events.jsonl", "result.json", "best_prompt.txt"}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["strategy"] == "apo" and config["strategy_params"]["beam_size"] == 2
+    assert config["answer_mode"] == "generate"
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["best_prompt"]["instruction"] == result.best_prompt.instruction
+    assert result.best_prompt.instruction in (run_dir / "best_prompt.txt").read_text()
+    assert saved["answer_mode"] == "generate"
+
+
+def test_same_seed_same_result_and_rerun_replays_from_cache(parity_task: Task, tmp_path: Path) -> None:
+    first = _run(parity_task, tmp_path)
+    fake = _backend()
+    second = _run(parity_task, tmp_path, model=fake)
+    without_usage = {k: v for k, v in first.to_dict().items() if k != "usage"}
+    assert {k: v for k, v in second.to_dict().items() if k != "usage"} == without_usage
+    assert fake.n_calls == 0
+    assert second.usage["total"]["target"]["paid_calls"] == 0
+    assert second.usage["total"]["target"]["calls"] == first.usage["total"]["target"]["calls"]
+
+
+def test_another_seed_may_search_differently_but_is_reproducible(parity_task: Task, tmp_path: Path) -> None:
+    a = _run(parity_task, tmp_path / "a", cache=False, seed=1)
+    b = _run(parity_task, tmp_path / "b", cache=False, seed=1)
+    assert a.to_dict() | {"run_dir": ""} == b.to_dict() | {"run_dir": ""}
+
+
+@pytest.mark.parametrize("cap", [0, 7, 20, 40])
+def test_target_cap_is_never_exceeded(parity_task: Task, tmp_path: Path, cap: int) -> None:
+    uncapped = _run(parity_task, tmp_path / "free", cache=False).usage["search"]["target"]["calls"]
+    assert uncapped > 40
+    fake = _backend()
+    result = _run(parity_task, tmp_path, model=fake, cache=False, budget=promptopt.Budget(target_calls=cap))
+    search = result.usage["search"]["target"]
+    assert search["calls"] <= cap and search["paid_calls"] <= cap
+    n_test = len(parity_task.splits.test)
+    sent = sum(1 for r in fake.generate_requests if r.role == "target")
+    assert sent == result.usage["total"]["target"]["paid_calls"]
+    assert sent - search["paid_calls"] <= 2 * n_test  # the rest is the final test evaluation
+    assert result.stopped_by is not None and "target call cap" in result.stopped_by
+    assert result.best_test.n == n_test  # the best so far is still scored on test
+
+
+def test_optimizer_cap_is_never_exceeded(parity_task: Task, tmp_path: Path) -> None:
+    result = _run(parity_task, tmp_path, cache=False, budget=promptopt.Budget(optimizer_calls=3))
+    assert result.usage["total"]["optimizer"]["calls"] <= 3
+    assert "optimizer" in (result.stopped_by or "")
+
+
+def test_events_reader_tolerates_a_torn_last_line(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.append({"type": "a"})
+    store.append({"type": "b"})
+    store.close()
+    with open(store.events_path, "a", encoding="utf-8") as fh:
+        fh.write('{"type": "c", "half')
+    assert [e["type"] for e in store.events()] == ["a", "b"]
