@@ -99,8 +99,7 @@ class Usage:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name in ("target", "optimizer"):
-            u = self.role(name)  # type: ignore[arg-type]
+        for name, u in (("target", self.target), ("optimizer", self.optimizer)):
             out[name] = {**asdict(u), "tokens": u.tokens}
         return out
 

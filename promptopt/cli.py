@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -152,8 +152,8 @@ def optimize(
     from promptopt.run import optimize as run_optimize
 
     with _friendly_errors():
-        caps = dict(target_calls=budget_target_calls, optimizer_calls=budget_optimizer_calls,
-                    tokens=budget_tokens, usd=budget_usd, seconds=budget_seconds)
+        caps: dict[str, Any] = dict(target_calls=budget_target_calls, optimizer_calls=budget_optimizer_calls,
+                                    tokens=budget_tokens, usd=budget_usd, seconds=budget_seconds)
         budget = Budget(**caps) if any(v is not None for v in caps.values()) else None
         kwargs: dict[str, Any] = dict(
             optimizer_model=optimizer_model, budget=budget, seed=seed, answer_mode=answer_mode,
@@ -260,9 +260,9 @@ def strategies() -> None:
         out.print("  " + ", ".join(f"{k}={v!r}" for k, v in info.params.items()), highlight=False, soft_wrap=True)
 
 
-def main(argv: list[str] | None = None) -> Callable[..., Any] | None:
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    return app(args=argv if argv is not None else sys.argv[1:])
+    app(args=argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 __all__ = ["Demo", "Prompt"]
 
@@ -53,14 +54,14 @@ class Prompt:
         blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
 
-    def to_dict(self) -> dict[str, object]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` rebuilds the same prompt."""
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> Prompt:
+    def from_dict(cls, data: dict[str, Any]) -> Prompt:
         """Rebuild a prompt from :meth:`to_dict` output."""
-        demos = tuple(Demo(**d) for d in data.get("demos", ()))  # type: ignore[union-attr, arg-type]
+        demos = tuple(Demo(**d) for d in data.get("demos", ()))
         return cls(instruction=str(data.get("instruction", "")), system=str(data.get("system", "")),
                    demos=demos, template=str(data.get("template", INPUT_SLOT)))
 

@@ -57,7 +57,7 @@ class RetryingBackend(Backend):
             return float(min(hint, self.max_wait))
         # Exponential backoff with jitter, so many clients do not retry in step.
         backoff = self.initial_wait * 2 ** (state.attempt_number - 1)
-        return min(self.max_wait, backoff + random.uniform(0, self.initial_wait))
+        return float(min(self.max_wait, backoff + random.uniform(0, self.initial_wait)))
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
         async for attempt in AsyncRetrying(

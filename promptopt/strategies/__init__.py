@@ -7,7 +7,7 @@ group (the entry point loads a :class:`Strategy` subclass).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from promptopt.exceptions import ConfigError, UnknownNameError
@@ -29,11 +29,24 @@ class StrategyInfo:
     needs_score: bool
 
 
-def _registry() -> dict[str, type[Strategy]]:
-    found = dict(BUILTIN)
-    for ep in entry_points(group="promptopt.strategies"):
-        found.setdefault(ep.name, ep.load())
-    return found
+def _plugins() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group="promptopt.strategies") if ep.name not in BUILTIN}
+
+
+def _load_plugin(ep: EntryPoint) -> type[Strategy]:
+    """Import a third-party strategy; a broken plugin is a clear error, not a crash."""
+    try:
+        cls = ep.load()
+    except Exception as exc:  # any import-time failure of someone else's package
+        raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) failed to import: {exc}; "
+                          "reinstall or uninstall the package that provides it") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) is not a promptopt Strategy subclass")
+    return cls
+
+
+def _known_names() -> list[str]:
+    return sorted(set(BUILTIN) | set(_plugins()))
 
 
 def get_strategy(strategy: str | Strategy, params: dict[str, Any] | None = None) -> Strategy:
@@ -48,10 +61,12 @@ def get_strategy(strategy: str | Strategy, params: dict[str, Any] | None = None)
             raise ConfigError("strategy parameters were given alongside a Strategy instance; "
                               "set them on the instance instead")
         return strategy
-    registry = _registry()
-    cls = registry.get(strategy)
-    if cls is None:
-        raise UnknownNameError(f"unknown strategy {strategy!r}; known strategies: {', '.join(sorted(registry))} "
+    if strategy in BUILTIN:
+        cls = BUILTIN[strategy]
+    elif strategy in (plugins := _plugins()):
+        cls = _load_plugin(plugins[strategy])
+    else:
+        raise UnknownNameError(f"unknown strategy {strategy!r}; known strategies: {', '.join(_known_names())} "
                                "(see `promptopt strategies`)")
     params = dict(params or {})
     known = cls().get_params()
@@ -63,6 +78,13 @@ def get_strategy(strategy: str | Strategy, params: dict[str, Any] | None = None)
 
 
 def list_strategies() -> list[StrategyInfo]:
-    """Every registered strategy with its default hyper-parameters."""
-    return [StrategyInfo(name, cls.summary, cls().get_params(), cls.needs_score)
-            for name, cls in sorted(_registry().items())]
+    """Every registered strategy with its default hyper-parameters (a broken plugin shows its error)."""
+    infos = []
+    for name in _known_names():
+        try:
+            cls = BUILTIN.get(name) or _load_plugin(_plugins()[name])
+        except ConfigError as exc:
+            infos.append(StrategyInfo(name, f"unavailable: {exc}", {}, False))
+            continue
+        infos.append(StrategyInfo(name, cls.summary, cls().get_params(), cls.needs_score))
+    return infos

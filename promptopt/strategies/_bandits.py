@@ -90,4 +90,6 @@ def successive_rejects(prompts: Sequence[Prompt], data: Sequence[Example], evalu
     return rank
 
 
-SELECTORS = {"ucb": ucb, "ucb-e": ucb, "sr": successive_rejects, "bf": brute_force}
+#: selector name -> function(prompts, data, evaluate, rng, **knobs) -> estimated score per prompt
+SELECTORS: dict[str, Callable[..., list[float]]] = {
+    "ucb": ucb, "ucb-e": ucb, "sr": successive_rejects, "bf": brute_force}

@@ -1,0 +1,29 @@
+"""The public surface is pinned: growing it is a deliberate change to this file."""
+
+from __future__ import annotations
+
+import promptopt
+import promptopt.backends
+import promptopt.strategies
+import promptopt.testing
+
+
+def test_top_level_exports() -> None:
+    assert sorted(promptopt.__all__) == [
+        "BackendError", "Budget", "BudgetExhausted", "CapabilityError", "ConfigError", "DataError", "Demo",
+        "Example", "Prompt", "PromptoptError", "Result", "Score", "UnknownNameError", "evaluate", "optimize"]
+
+
+def test_subpackage_exports() -> None:
+    assert sorted(promptopt.strategies.__all__) == ["APO", "Strategy", "StrategyInfo", "get_strategy",
+                                                    "list_strategies"]
+    assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
+                                                  "ResponseCache", "RetryingBackend", "make_backend",
+                                                  "parse_model_string"]
+    assert sorted(promptopt.testing.__all__) == ["FakeBackend", "free_port", "run_llama_server", "smollm2_path"]
+
+
+def test_every_export_exists() -> None:
+    for module in (promptopt, promptopt.backends, promptopt.strategies, promptopt.testing):
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
