@@ -8,6 +8,7 @@ instead of paying for them again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -67,6 +68,8 @@ def cache_key(identity: dict[str, Any], payload: dict[str, Any]) -> str:
 class CachedBackend(Backend):
     """Answers requests seen before from a :class:`ResponseCache`; sends only the misses.
 
+    Misses go out one request at a time (concurrently where the backend serves
+    requests concurrently) and each answer is stored the moment it arrives.
     Replayed values come back with ``cached=True`` so the meter can tell them apart.
     """
 
@@ -92,17 +95,20 @@ class CachedBackend(Backend):
         for key, req in zip(keys, requests, strict=False):
             if key not in hits:
                 missing.setdefault(key, req)  # identical requests are sent once
-        if missing:
-            answers = await send(list(missing.values()))
-            fresh = {k: asdict(a) for k, a in zip(missing, answers, strict=False)}
-            self.cache.put_many(fresh)
-        out: list[T] = []
-        for key in keys:
-            if key in hits:
-                out.append(replace(kind(**hits[key]), cached=True))
-            else:
-                out.append(kind(**fresh[key]))
-        return out
+        fresh: dict[str, T] = {}
+
+        async def one(key: str, req: Any) -> None:
+            # Stored as soon as it arrives: a crash mid-batch loses no paid answer.
+            answer = (await send([req]))[0]
+            self.cache.put_many({key: asdict(answer)})
+            fresh[key] = answer
+
+        if self.capabilities.max_concurrency <= 1:
+            for key, req in missing.items():
+                await one(key, req)
+        else:
+            await asyncio.gather(*(one(key, req) for key, req in missing.items()))
+        return [replace(kind(**hits[key]), cached=True) if key in hits else fresh[key] for key in keys]
 
     async def aclose(self) -> None:
         await self.inner.aclose()

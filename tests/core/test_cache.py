@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from promptopt.backends import CachedBackend, ResponseCache
@@ -51,3 +52,20 @@ def test_duplicates_in_one_batch_are_sent_once(tmp_path: Path) -> None:
     cached = CachedBackend(fake, ResponseCache(tmp_path / "c.sqlite"))
     out = asyncio.run(cached.agenerate([Request(MSG)] * 4))
     assert fake.n_calls == 1 and len({c.text for c in out}) == 1
+
+
+def test_answers_are_stored_as_they_arrive_so_a_failure_loses_none(tmp_path: Path) -> None:
+    from promptopt.exceptions import BackendError
+
+    def reply(req: Request) -> str:
+        if req.messages[0].content == "boom":
+            raise BackendError("server went away", retryable=False)
+        return "fine"
+
+    path = tmp_path / "c.sqlite"
+    reqs = [Request((Message("user", f"q{i}"),)) for i in range(3)] + [Request((Message("user", "boom"),))]
+    with contextlib.suppress(BackendError):
+        asyncio.run(CachedBackend(FakeBackend(reply=reply), ResponseCache(path)).agenerate(reqs))
+    fresh = FakeBackend(reply=reply)
+    asyncio.run(CachedBackend(fresh, ResponseCache(path)).agenerate(reqs[:3]))
+    assert fresh.n_calls == 0
