@@ -39,7 +39,7 @@ ANSWER_MODE = typer.Option("auto", "--answer-mode", help="auto (choice where the
 SEED = typer.Option(0, "--seed", help="Seeds splits, sampling and the search.")
 N_TRAIN = typer.Option(None, "--n-train", help="Training examples (default: all).")
 N_DEV = typer.Option(30, "--n-dev", help="Dev examples used to select prompts.")
-N_TEST = typer.Option(100, "--n-test", help="Test examples for the final score.")
+N_TEST = typer.Option(50, "--n-test", help="Test examples for the final score (raise it to compare prompts).")
 DATA_DIR = typer.Option(None, "--data-dir", help="Dataset folder (else $PROMPTOPT_DATA_DIR, else the user cache).")
 OFFLINE = typer.Option(False, "--offline", help="Never download datasets.")
 INPUT_FIELD = typer.Option(None, "--input-field", help="file: tasks: the field holding the input.")

@@ -35,7 +35,7 @@ class Evaluation:
 
 def evaluate(prompt: str | Prompt | None = None, task: str | Task = "gsm8k", model: str | Backend = "llamacpp:smollm2",
              *, split: Literal["train", "dev", "test"] = "test", answer_mode: str = "auto", seed: int = 0,
-             n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 100,
+             n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
              data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              cache: bool | str | Path = True, runs_dir: str | Path = "runs",

@@ -143,7 +143,7 @@ class _Run:
 def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
              optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
              answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
-             n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 100,
+             n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
              data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              runs_dir: str | Path = "runs", run_id: str | None = None, cache: bool | str | Path = True,

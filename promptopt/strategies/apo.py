@@ -75,6 +75,10 @@ Instruction: {prompt}
 Rewritten instruction:"""
 
 
+# Reply lengths for the optimizer: room for a few reasons / prompts, not for rambling.
+GRADIENT_TOKENS, EDIT_TOKENS, PARAPHRASE_TOKENS = 300, 400, 160
+
+
 def _shorten(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + " ..."
@@ -186,7 +190,8 @@ class APO(Strategy):
             error_text = self.format_errors(ctx, group, by_id)
             reply = ctx.propose(GRADIENT_PROMPT.format(
                 description=ctx.task.description or ctx.task.name, prompt=parent.instruction,
-                errors=error_text, n=self.gradients_per_error), temperature=self.temperature)[0]
+                errors=error_text, n=self.gradients_per_error), temperature=self.temperature,
+                max_tokens=GRADIENT_TOKENS)[0]
             reasons, how = parse_items(reply)
             if not reasons:
                 ctx.skip("gradient", "empty reply", reply)
@@ -205,14 +210,15 @@ class APO(Strategy):
     def apply_gradient(self, ctx: Context, parent: Prompt, gradient: str, errors: str) -> list[str]:
         reply = ctx.propose(EDIT_PROMPT.format(
             description=ctx.task.description or ctx.task.name, prompt=parent.instruction, errors=errors,
-            gradient=gradient, n=self.steps_per_gradient), temperature=self.temperature)[0]
+            gradient=gradient, n=self.steps_per_gradient), temperature=self.temperature,
+            max_tokens=EDIT_TOKENS)[0]
         return self._usable(ctx, "edit", reply)[: self.steps_per_gradient]
 
     def paraphrase(self, ctx: Context, text: str) -> list[str]:
         if self.mc_samples_per_step == 0:
             return []
         replies = ctx.propose(PARAPHRASE_PROMPT.format(prompt=text), n=self.mc_samples_per_step,
-                              temperature=self.temperature, max_tokens=256)
+                              temperature=self.temperature, max_tokens=PARAPHRASE_TOKENS)
         out = []
         for reply in replies:
             out += self._usable(ctx, "paraphrase", reply)[:1]
