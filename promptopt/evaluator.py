@@ -31,12 +31,15 @@ AnswerMode = Literal["generate", "choice"]
 
 @dataclass(frozen=True)
 class ExampleResult:
-    """One prompt on one example: what the model said, the parsed answer, the score."""
+    """One prompt on one example: what the model said, the parsed answer, the score,
+    and the metric's textual verdict (``feedback``, e.g. "expected 42, got 41") for
+    reflective strategies."""
 
     example_id: str
     output: str
     answer: str | None
     score: float
+    feedback: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ class Evaluator:
         out = []
         for (_, ex), c in zip(pairs, completions, strict=False):
             answer = task.parse(c.text)
-            out.append(ExampleResult(ex.id, c.text, answer, task.metric(answer, ex)))
+            out.append(ExampleResult(ex.id, c.text, answer, task.metric(answer, ex), task.feedback(answer, ex)))
         return out
 
     async def _achoose(self, pairs: Sequence[tuple[Prompt, Example]]) -> list[ExampleResult]:
@@ -136,5 +139,5 @@ class Evaluator:
             # Highest log-probability wins; ties go to the earlier label (stable, deterministic).
             best = max(scored, key=lambda s: s[0])[1] if scored else None
             text = " ".join(f"{label}={lp:.3f}" for lp, label in scored)
-            out.append(ExampleResult(ex.id, text, best, task.metric(best, ex)))
+            out.append(ExampleResult(ex.id, text, best, task.metric(best, ex), task.feedback(best, ex)))
         return out

@@ -10,6 +10,7 @@ from typing import Any
 from promptopt._loop import LoopThread
 from promptopt.backends import Backend, CachedBackend, ResponseCache, RetryingBackend, make_backend
 from promptopt.budget import Budget, Meter, MeteredBackend
+from promptopt.exceptions import ConfigError
 
 __all__ = ["Session", "backend_options_from_env"]
 
@@ -19,9 +20,16 @@ def backend_options_from_env(model: str | Backend, options: Mapping[str, Any] | 
     """Fill endpoint options from the environment at the edge (never logged or stored).
 
     For ``openai:`` models: ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` unless given.
+    For ``llamacpp:`` models: ``PROMPTOPT_LLAMACPP_THREADS`` (CPU threads) unless given.
     """
     env = os.environ if env is None else env
     opts = dict(options or {})
+    if isinstance(model, str) and model.startswith("llamacpp:") and "n_threads" not in opts:
+        threads = env.get("PROMPTOPT_LLAMACPP_THREADS", "").strip()
+        if threads:
+            if not threads.isdigit() or int(threads) < 1:
+                raise ConfigError(f"PROMPTOPT_LLAMACPP_THREADS must be a whole number >= 1; got {threads!r}")
+            opts["n_threads"] = int(threads)
     if isinstance(model, str) and model.startswith("openai:"):
         if "base_url" not in opts and env.get("OPENAI_BASE_URL"):
             opts["base_url"] = env["OPENAI_BASE_URL"]

@@ -25,10 +25,9 @@ import asyncio
 import contextlib
 import hashlib
 import importlib.util
-import io
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,13 +64,6 @@ def resolve_model_path(model: str) -> str:
         return str(Path(model))
     raise ConfigError(f"llamacpp model {model!r} is neither a built-in name ({', '.join(BUILTIN_MODELS)}) "
                       "nor an existing GGUF file; pass e.g. llamacpp:smollm2 or llamacpp:/path/model.gguf")
-
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """llama.cpp prints load logs on stderr even with verbose=False; keep the terminal clean."""
-    with contextlib.redirect_stderr(io.StringIO()):
-        yield
 
 
 def _log_softmax_at(row: Any, token: int) -> float:
@@ -123,9 +115,9 @@ class LlamaCppBackend(Backend):
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ConfigError("llama-cpp-python is not installed; run `pip install promptopt` "
                               "(it is a core dependency) or `pip install llama-cpp-python`") from exc
-        with _quiet():
-            return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                         seed=self.seed, logits_all=logits_all, verbose=False)
+        # verbose=False silences llama.cpp's load logs at the file-descriptor level.
+        return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
+                     seed=self.seed, logits_all=logits_all, verbose=False)
 
     # -- generation -------------------------------------------------------------------------
     def _generate_one(self, req: Request) -> Completion:
@@ -188,7 +180,7 @@ class LlamaCppBackend(Backend):
 
     # -- async batch API --------------------------------------------------------------------
     def _run_batch(self, fn: Any, requests: Sequence[Any]) -> list[Any]:
-        with self._lock, _quiet():
+        with self._lock:
             return [fn(r) for r in requests]
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:

@@ -29,10 +29,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.evaluator import EvalResult, ExampleResult
+from promptopt.evaluator import EvalResult
 from promptopt.prompt import Prompt
 from promptopt.strategies._bandits import SELECTORS
 from promptopt.strategies._base import Strategy
+from promptopt.strategies._formatting import format_results
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
 
@@ -77,11 +78,6 @@ Rewritten instruction:"""
 
 # Reply lengths for the optimizer: room for a few reasons / prompts, not for rambling.
 GRADIENT_TOKENS, EDIT_TOKENS, PARAPHRASE_TOKENS = 300, 400, 160
-
-
-def _shorten(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 class APO(Strategy):
@@ -187,25 +183,16 @@ class APO(Strategy):
         out = []
         for _ in range(self.n_gradients):
             group = ctx.sample(errors, self.errors_per_gradient)
-            error_text = self.format_errors(ctx, group, by_id)
+            error_text = format_results(group, by_id)
             reply = ctx.propose(GRADIENT_PROMPT.format(
                 description=ctx.task.description or ctx.task.name, prompt=parent.instruction,
                 errors=error_text, n=self.gradients_per_error), temperature=self.temperature,
                 max_tokens=GRADIENT_TOKENS)[0]
-            reasons, how = parse_items(reply)
+            reasons, _ = parse_items(reply)
             if not reasons:
                 ctx.skip("gradient", "empty reply", reply)
-            out += [(r, error_text) for r in reasons[: self.gradients_per_error] if how != "empty"]
+            out += [(r, error_text) for r in reasons[: self.gradients_per_error]]
         return out
-
-    @staticmethod
-    def format_errors(ctx: Context, group: Sequence[ExampleResult], by_id: dict[str, Example]) -> str:
-        lines = []
-        for i, res in enumerate(group, 1):
-            ex = by_id[res.example_id]
-            got = res.answer if res.answer is not None else _shorten(res.output, 120) or "(nothing)"
-            lines.append(f"Example {i}\nInput: {_shorten(ex.input)}\nExpected: {ex.target}\nModel answer: {got}")
-        return "\n\n".join(lines)
 
     def apply_gradient(self, ctx: Context, parent: Prompt, gradient: str, errors: str) -> list[str]:
         reply = ctx.propose(EDIT_PROMPT.format(
