@@ -12,7 +12,7 @@ or repeated run then follows exactly the same trajectory as the first one
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -115,6 +115,8 @@ class Meter:
         self.budget = budget or Budget()
         self.usage = Usage()
         self.enforce = True
+        #: called after every answered call (progress displays); must be cheap
+        self.listener: Callable[[], None] | None = None
         self._clock = clock
         self._started = clock()
 
@@ -153,6 +155,8 @@ class Meter:
         u.prompt_tokens += prompt_tokens
         u.completion_tokens += completion_tokens
         u.usd += usd
+        if self.listener is not None:
+            self.listener()
 
 
 class MeteredBackend(Backend):

@@ -103,16 +103,29 @@ class _Run:
         self.history = History(tuple(ex.id for ex in task.splits.dev))
         self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
         self.started = time.monotonic()
+        self._last_progress = 0.0
+        if on_event is not None:
+            session.meter.listener = self._progress
+
+    def _snapshot(self) -> dict[str, Any]:
+        usage = self.session.meter.usage
+        return {"elapsed": round(time.monotonic() - self.started, 3), "target_calls": usage.target.calls,
+                "optimizer_calls": usage.optimizer.calls, "tokens": usage.tokens,
+                "n_candidates": len(self.history.candidates), "best_dev": self.history.best_partial()}
 
     def emit(self, event: dict[str, Any]) -> None:
-        usage = self.session.meter.usage
-        event = {**event, "elapsed": round(time.monotonic() - self.started, 3),
-                 "target_calls": usage.target.calls, "optimizer_calls": usage.optimizer.calls,
-                 "tokens": usage.tokens, "n_candidates": len(self.history.candidates),
-                 "best_dev": self.history.best_partial()}
+        """Log an event (with the spend so far) and pass it to the caller's callback."""
+        event = {**event, **self._snapshot()}
         self.store.append(event)
         if self.on_event is not None:
             self.on_event(event)
+
+    def _progress(self) -> None:
+        """Between events, tell the callback about answered calls (not logged), at most 5 times a second."""
+        now = time.monotonic()
+        if self.on_event is not None and now - self._last_progress >= 0.2:
+            self._last_progress = now
+            self.on_event({"type": "progress", **self._snapshot()})
 
     def context(self) -> Context:
         return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,

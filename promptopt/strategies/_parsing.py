@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["clean_prompt_text", "parse_items", "parse_tagged"]
+__all__ = ["clean_prompt_text", "parse_instruction", "parse_items", "parse_tagged"]
 
 _QUOTES = "\"'`“”‘’"
 _PREAMBLE = re.compile(
@@ -50,3 +50,20 @@ def clean_prompt_text(text: str, *, min_chars: int = 8, max_chars: int = 2000) -
     if not re.search(r"[A-Za-z]{3}", text):
         return None
     return text
+
+
+def parse_instruction(text: str, start: str = "<START>", end: str = "<END>", *,
+                      max_chars: int = 2000) -> tuple[str | None, str]:
+    """The first usable instruction in a reply (or None), and how it was found.
+
+    Tagged spans and list items are tried in order. An untagged reply is cut at
+    its first blank line: small models go on to echo the examples they were shown.
+    """
+    items, how = parse_items(text, start, end)
+    if how == "loose":
+        items = [re.split(r"\n\s*\n", items[0], maxsplit=1)[0]]
+    for item in items:
+        cleaned = clean_prompt_text(item, max_chars=max_chars)
+        if cleaned:
+            return cleaned, how
+    return None, how

@@ -88,3 +88,19 @@ def test_events_reader_tolerates_a_torn_last_line(tmp_path: Path) -> None:
     with open(store.events_path, "a", encoding="utf-8") as fh:
         fh.write('{"type": "c", "half')
     assert [e["type"] for e in store.events()] == ["a", "b"]
+
+
+def test_progress_reaches_the_callback_but_not_the_log(parity_task: Task, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import promptopt.run as run_module
+
+    clock = iter(range(0, 10_000_000))
+    monkeypatch.setattr(run_module.time, "monotonic", lambda: float(next(clock)))  # every call is 1 s later
+    seen: list[dict[str, Any]] = []
+    result = _run(parity_task, tmp_path, cache=False, on_event=seen.append)
+    kinds = {e["type"] for e in seen}
+    assert {"progress", "candidate", "evaluation"} <= kinds
+    calls = [e["target_calls"] for e in seen if e["type"] == "progress"]
+    assert calls == sorted(calls) and calls[-1] >= result.usage["search"]["target"]["calls"]
+    logged = [json.loads(x)["type"] for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+    assert "progress" not in logged and "candidate" in logged
