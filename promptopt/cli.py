@@ -99,9 +99,9 @@ class _ProgressView:
     print alone, on one line.
     """
 
-    def __init__(self, total: int | None) -> None:
+    def __init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=err)
-        self.bar = self.progress.add_task("starting", total=total)
+        self.bar = self.progress.add_task("starting", total=None)
         self.started = False
 
     def __call__(self, event: dict[str, Any]) -> None:
@@ -111,7 +111,9 @@ class _ProgressView:
         text = (f"{event['n_candidates']} candidates · best dev {event['best_dev']:.3f} · "
                 f"target {event['target_calls']} · optimizer {event['optimizer_calls']} calls · "
                 f"{event['tokens']:,} tokens")
-        self.progress.update(self.bar, completed=event["target_calls"], description=text)
+        # The bar measures the search against its target-call cap; the final test goes past it.
+        self.progress.update(self.bar, completed=event["target_calls"], total=event.get("target_cap"),
+                             description=text)
 
     def stop(self) -> None:
         if self.started:
@@ -162,7 +164,7 @@ def optimize(
             metric=metric, labels=_labels(labels), runs_dir=runs_dir, run_id=run_id,
             cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url),
             optimizer_options=_model_options(optimizer_base_url) or None)
-        view = _ProgressView(budget_target_calls) if progress else None
+        view = _ProgressView() if progress else None
         try:
             result = run_optimize(task, strategy, model, on_event=view, **kwargs)
         finally:

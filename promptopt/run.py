@@ -110,6 +110,7 @@ class _Run:
     def _snapshot(self) -> dict[str, Any]:
         usage = self.session.meter.usage
         return {"elapsed": round(time.monotonic() - self.started, 3), "target_calls": usage.target.calls,
+                "target_cap": self.session.meter.budget.target_calls,
                 "optimizer_calls": usage.optimizer.calls, "tokens": usage.tokens,
                 "n_candidates": len(self.history.candidates), "best_dev": self.history.best_partial()}
 
