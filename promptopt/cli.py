@@ -262,6 +262,30 @@ def strategies() -> None:
         out.print("  " + ", ".join(f"{k}={v!r}" for k, v in info.params.items()), highlight=False, soft_wrap=True)
 
 
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory, runs/<id>.")) -> None:
+    """Write <run_dir>/report.html: score over spend, candidates, lineage, prompt diff, test wins, spend."""
+    from promptopt.report import write_report
+
+    with _friendly_errors():
+        path = write_report(run_dir)
+    out.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def runs(runs_dir: Path = RUNS_DIR) -> None:
+    """List run directories, oldest first: task, strategy, status, dev seed→best, best test, calls."""
+    from promptopt.report import format_runs, list_runs
+
+    with _friendly_errors():
+        found = list_runs(runs_dir)
+    if not found:
+        out.print(f"no runs in {runs_dir}", highlight=False, soft_wrap=True)
+        return
+    for line in format_runs(found):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app(args=argv if argv is not None else sys.argv[1:])
