@@ -95,16 +95,22 @@ class Evaluator:
     async def aevaluate(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[EvalResult]:
         """Evaluate every prompt on every example.
 
-        Each prompt's missing pairs go out as one batch, all batches concurrently.
-        If the budget refuses some batches, the ones that fit are still
-        completed and remembered before :class:`BudgetExhausted` is raised.
+        Each prompt's missing pairs go out as one batch: all batches at once on a
+        backend that serves requests concurrently, one after another on one that
+        does not (keeping each prompt's requests together lets llama.cpp reuse the
+        prompt across labels). If the budget refuses a batch, the ones that fit
+        are still completed and remembered before :class:`BudgetExhausted` is raised.
         """
         unique = list({p.id: p for p in prompts}.values())
-        chunks = [[(p, ex) for ex in examples if (p.id, ex.id) not in self._memo] for p in unique]
-        outcomes = await asyncio.gather(*(self._achunk(c) for c in chunks if c), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        chunks = [c for c in ([(p, ex) for ex in examples if (p.id, ex.id) not in self._memo] for p in unique) if c]
+        if self.backend.capabilities.max_concurrency <= 1:
+            for chunk in chunks:
+                await self._achunk(chunk)
+        else:
+            outcomes = await asyncio.gather(*(self._achunk(c) for c in chunks), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         return [EvalResult(p, tuple(self._memo[(p.id, ex.id)] for ex in examples)) for p in prompts]
 
     async def _achunk(self, pairs: list[tuple[Prompt, Example]]) -> None:

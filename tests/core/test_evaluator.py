@@ -57,3 +57,16 @@ def test_answer_mode_resolution(parity_task: Task, tmp_path: object) -> None:
     assert resolve_answer_mode(arithmetic, FakeBackend(), "auto") == "generate"
     with pytest.raises(ConfigError, match="label"):
         resolve_answer_mode(arithmetic, FakeBackend(), "choice")
+
+
+def test_a_sequential_backend_gets_each_prompts_requests_together(parity_task: Task) -> None:
+    """llama.cpp reuses a prompt across labels only if the labels of an example arrive back to back."""
+    fake = FakeBackend()  # max_concurrency=1
+    ev = Evaluator(parity_task, fake, "choice")
+    a = parity_task.seed_prompt
+    b = a.with_instruction("Another instruction.")
+    asyncio.run(ev.aevaluate([a, b], parity_task.splits.dev[:4]))
+    owners = ["Another" in r.messages[-1].content for r in fake.score_requests]
+    assert owners == [False] * 8 + [True] * 8
+    firsts = [r.messages[-1].content for r in fake.score_requests[:8]]
+    assert firsts[0] == firsts[1] and firsts[2] == firsts[3]  # both labels of one example in a row
