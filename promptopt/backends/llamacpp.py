@@ -7,7 +7,9 @@ other model is a path to a GGUF file: ``llamacpp:/models/qwen.gguf``.
 Scoring is computed from the logits directly: the prompt is rendered with the
 model's own chat template, the continuation tokens are appended, and
 log P(continuation) is the sum of each token's log-softmax under the logits of
-the position before it. (llama.cpp's ``echo`` + ``logprobs`` completion path is
+the position before it. Only those positions' logits are computed (the prompt's
+last token, then each continuation token in turn), not the whole vocabulary
+projection for every prompt token. (llama.cpp's ``echo`` + ``logprobs`` completion path is
 shifted by one token on models without a BOS token, such as SmolLM2, so it is
 not used.)
 
@@ -98,9 +100,10 @@ class LlamaCppBackend(Backend):
         self.n_ctx, self.seed = n_ctx, seed
         self.n_threads = n_threads or os.cpu_count() or 1
         self.capabilities = Capabilities(chat=True, score=True, max_concurrency=1, seeds=True)
-        self._generator: Any = None
-        self._scorer: Any = None
+        self._llm: Any = None
         self._formatter: Any = None
+        self._scored_prefix: list[int] | None = None
+        self._prefix_logits: Any = None
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
 
@@ -109,7 +112,12 @@ class LlamaCppBackend(Backend):
         digest = hashlib.sha256(f"{Path(self.model_path).name}:{size}".encode()).hexdigest()[:16]
         return {"backend": self.name, "model": self.model, "file": digest, "n_ctx": self.n_ctx}
 
-    def _load(self, logits_all: bool) -> Any:
+    def _model(self) -> Any:
+        if self._llm is None:
+            self._llm = self._load()
+        return self._llm
+
+    def _load(self) -> Any:
         try:
             from llama_cpp import Llama
         except ImportError as exc:  # pragma: no cover - depends on the install
@@ -117,16 +125,16 @@ class LlamaCppBackend(Backend):
                               "(it is a core dependency) or `pip install llama-cpp-python`") from exc
         # verbose=False silences llama.cpp's load logs at the file-descriptor level.
         return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                     seed=self.seed, logits_all=logits_all, verbose=False)
+                     seed=self.seed, verbose=False)
 
     # -- generation -------------------------------------------------------------------------
     def _generate_one(self, req: Request) -> Completion:
-        if self._generator is None:
-            self._generator = self._load(logits_all=False)
+        llm = self._model()
         seed = req.seed if req.seed is not None else self.seed + req.sample_index
-        self._generator.reset()  # no prefix reuse: the answer must not depend on the previous request
+        llm.reset()  # no prefix reuse: the answer must not depend on the previous request
+        self._scored_prefix = None
         try:
-            out = self._generator.create_chat_completion(
+            out = llm.create_chat_completion(
                 messages=[{"role": m.role, "content": m.content} for m in req.messages],
                 max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p,
                 stop=list(req.stop) or None, seed=seed)
@@ -144,7 +152,7 @@ class LlamaCppBackend(Backend):
         if self._formatter is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            llm = self._scorer
+            llm = self._model()
             template = llm.metadata.get("tokenizer.chat_template")
             if not template:
                 raise BackendError(f"{self.model_path} has no chat template; scoring needs one")
@@ -156,27 +164,44 @@ class LlamaCppBackend(Backend):
         return str(rendered.prompt)
 
     def _score_one(self, req: ScoreRequest) -> LogProb:
-        if self._scorer is None:
-            self._scorer = self._load(logits_all=True)
-        llm = self._scorer
+        llm = self._model()
         prefix = llm.tokenize(self.render_prefix(req.messages).encode("utf-8"), add_bos=False, special=True)
         cont = llm.tokenize(req.continuation.encode("utf-8"), add_bos=False, special=False)
+        if len(prefix) + len(cont) > self.n_ctx:
+            raise BackendError(f"scoring needs {len(prefix) + len(cont)} tokens but n_ctx is {self.n_ctx}; "
+                               "shorten the prompt or raise n_ctx")
         if not cont:
             return LogProb(logprob=0.0, n_tokens=0, prompt_tokens=len(prefix))
-        tokens = prefix + cont
-        if len(tokens) > self.n_ctx:
-            raise BackendError(f"scoring needs {len(tokens)} tokens but n_ctx is {self.n_ctx}; "
-                               "shorten the prompt or raise n_ctx")
-        # The prompt is always evaluated alone, then the continuation; an identical prompt
-        # (another label of the same example) is reused, which gives the very same numbers.
-        same_prompt = llm.n_tokens >= len(prefix) and list(llm.input_ids[: len(prefix)]) == prefix
-        if not same_prompt:
+        # The prompt is always evaluated alone, then the continuation in one batch; an identical
+        # prompt (another label of the same example) is reused, which gives the very same numbers.
+        if self._scored_prefix != prefix:
             llm.reset()
             llm.eval(prefix)
-        llm.n_tokens = len(prefix)
-        llm.eval(cont)
-        total = sum(_log_softmax_at(llm.scores[len(prefix) - 1 + j], tok) for j, tok in enumerate(cont))
-        return LogProb(logprob=total, n_tokens=len(cont), prompt_tokens=len(tokens))
+            self._scored_prefix, self._prefix_logits = prefix, self._last_logits()
+        rows = [self._prefix_logits]
+        if len(cont) > 1:
+            rows += list(self._continuation_logits(len(prefix), cont[:-1]))
+        total = sum(_log_softmax_at(row, tok) for row, tok in zip(rows, cont, strict=True))
+        return LogProb(logprob=total, n_tokens=len(cont), prompt_tokens=len(prefix) + len(cont))
+
+    def _continuation_logits(self, n_past: int, tokens: list[int]) -> Any:
+        """Logits after each of ``tokens``, decoded in one batch after the kept prompt."""
+        import numpy as np
+
+        llm = self._llm
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)  # drop the previous label's tokens
+        llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=True)
+        llm._ctx.decode(llm._batch)
+        llm.n_tokens = n_past  # the continuation is not part of the reusable prompt
+        flat = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(tokens) * llm._n_vocab,))
+        return flat.reshape(len(tokens), llm._n_vocab).astype(np.float64)
+
+    def _last_logits(self) -> Any:
+        """A copy of the logits after the last evaluated token."""
+        import numpy as np
+
+        llm = self._llm
+        return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm._n_vocab,)).astype(np.float64)
 
     # -- async batch API --------------------------------------------------------------------
     def _run_batch(self, fn: Any, requests: Sequence[Any]) -> list[Any]:
@@ -196,9 +221,8 @@ class LlamaCppBackend(Backend):
 
     def close(self) -> None:
         """Free the models and the worker thread."""
-        for llm in (self._generator, self._scorer):
-            if llm is not None:
-                with contextlib.suppress(Exception):
-                    llm.close()
-        self._generator = self._scorer = None
+        if self._llm is not None:
+            with contextlib.suppress(Exception):
+                self._llm.close()
+        self._llm = None
         self._pool.shutdown(wait=True)

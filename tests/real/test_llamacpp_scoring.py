@@ -87,3 +87,8 @@ def test_sampling_is_reproducible_with_a_seed(backend: LlamaCppBackend) -> None:
     a = asyncio.run(backend.agenerate([req]))[0].text
     b = asyncio.run(backend.agenerate([req]))[0].text
     assert a == b and a
+
+
+def test_an_empty_continuation_has_probability_one(backend: LlamaCppBackend) -> None:
+    got = asyncio.run(backend.ascore([ScoreRequest(MESSAGES, "")]))[0]
+    assert got.logprob == 0.0 and got.n_tokens == 0
