@@ -58,13 +58,16 @@ class Context:
         Pairs evaluated before in this run are free; the rest go out as one batch.
         """
         examples = self.dev if examples is None else examples
+        known = self._evaluator.known
+        fresh = {p.id for p in prompts if any(known(p, ex) is None for ex in examples)}
         try:
             results = self._loop.run(self._evaluator.aevaluate(prompts, examples))
         except BudgetExhausted:
             self._record_known(prompts, examples)  # keep what finished before the cap
             raise
         for res in {r.prompt.id: r for r in results}.values():
-            self._log_evaluation(res, examples)
+            if res.prompt.id in fresh:  # answers from memory are not a new evaluation
+                self._log_evaluation(res, examples)
         return results
 
     def _record_known(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> None:

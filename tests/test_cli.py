@@ -236,9 +236,11 @@ def test_strategies_lists_apo_with_params(cli: Callable[..., Result]) -> None:
     result = cli("strategies", runs=False)
     output = _text(result.stdout)
     assert result.exit_code == 0, output
-    assert output.startswith("apo")
+    blocks = {block.split(":", 1)[0]: block for block in output.split("\n") if block and not block.startswith(" ")}
+    assert {"apo", "opro", "ape", "gepa"} <= set(blocks)
+    apo_params = output.split("apo:", 1)[1].split("\n")[1]
     for fragment in ("beam_size=4", "rounds=6", "minibatch_size=64", "selector='ucb'"):
-        assert fragment in output
+        assert fragment in apo_params
 
 
 # --- fake-model runs ----------------------------------------------------------------------------

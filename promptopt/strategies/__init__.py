@@ -12,11 +12,14 @@ from typing import Any
 
 from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.strategies._base import Strategy
+from promptopt.strategies.ape import APE
 from promptopt.strategies.apo import APO
+from promptopt.strategies.gepa import GEPA
+from promptopt.strategies.opro import OPRO
 
-__all__ = ["APO", "Strategy", "StrategyInfo", "get_strategy", "list_strategies"]
+__all__ = ["APE", "APO", "GEPA", "OPRO", "Strategy", "StrategyInfo", "get_strategy", "list_strategies"]
 
-BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO,)}
+BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, GEPA)}
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def parse_instruction(text: str, start: str = "<START>", end: str = "<END>", *,
     if how == "loose":
         items = [re.split(r"\n\s*\n", items[0], maxsplit=1)[0]]
     for item in items:
-        cleaned = clean_prompt_text(item, max_chars=max_chars)
+        cleaned = clean_prompt_text(item.strip().strip("*_").strip(), max_chars=max_chars)  # markdown emphasis
         if cleaned:
             return cleaned, how
     return None, how

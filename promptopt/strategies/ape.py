@@ -1,0 +1,199 @@
+"""APE: instruction induction from demonstrations, adaptive filtering, iterative resampling.
+
+Zhou et al., "Large Language Models Are Human-Level Prompt Engineers", ICLR 2023
+(arXiv:2211.01910), Algorithm 1 and Section 3:
+
+1. **proposal** (Section 3.1, "forward" mode): show the optimizer model a few
+   input/output demonstrations from the training split and ask which
+   instruction produced them; sample many candidates, each demonstration set
+   ``prompts_per_demo_set`` times;
+2. **adaptive filtering** (Section 3.2, "efficient score estimation"): score
+   every candidate on a small subset of the scoring set, keep the better
+   part, score the survivors on a *new, non-overlapping* subset and update their
+   running means, and repeat until a small set is left, which is scored on the
+   whole scoring set;
+3. **iterative APE** (Section 3.3): keep the top ``keep_fraction`` of
+   candidates and ask the optimizer for variations of them that keep their
+   meaning; filter the elites and their variations again, ``resample_rounds``
+   times.
+
+The paper scores on training data and returns the instruction with the best
+score on it. Here the scoring set is, by default, the dev split: the small set
+that survives filtering is scored on all of dev, which is exactly what the Run
+compares, and every finished round leaves fully scored candidates behind if the
+budget runs out. Demonstrations always come from the training split. With
+``score_examples=k`` the scoring set is a fixed, seeded sample of ``k`` training
+examples instead, and the Run's dev evaluation of the elites picks the final one.
+
+Cost drivers: ``n_demo_sets`` × ``prompts_per_demo_set`` optimizer calls for
+the proposals and about as many per resampling round (``resample_rounds``);
+each filtering pass costs about ``candidates`` × ``stage_examples`` /
+(1 - ``stage_keep``) evaluations (a geometric series) where scoring everything
+would cost ``candidates`` × the scoring set. Needs only generation from the
+optimizer; in ``choice`` answer mode the target model must also score
+log-probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from promptopt.prompt import Prompt
+from promptopt.strategies._base import Strategy
+from promptopt.strategies._formatting import format_demonstrations
+from promptopt.strategies._params import Interval, OneOf
+from promptopt.strategies._parsing import clean_prompt_text, parse_instruction
+
+if TYPE_CHECKING:
+    from promptopt.context import Context
+    from promptopt.types import Example
+
+__all__ = ["APE"]
+
+INDUCTION_PROMPT = """Someone was given an instruction and, following it, wrote the output for each \
+of these inputs:
+
+{demos}
+
+What was the instruction? Reply with the instruction alone.
+
+The instruction was:"""
+
+RESAMPLE_PROMPT = """Write a variation of the following instruction. Keep its meaning; change the wording.
+
+Instruction: {instruction}
+
+Variation:"""
+
+# An induced instruction is a sentence (the reference code allows 50 tokens).
+INSTRUCTION_TOKENS = 80
+# Chat models often restate the question: "The instruction was to ...".
+_RESTATED = re.compile(r"^(?:the\s+)?instruction\s+(?:was|is)\s*(?:to\s+)?:?\s*", re.IGNORECASE)
+
+
+class APE(Strategy):
+    """Automatic Prompt Engineer (APE, with iterative resampling), with the paper's defaults.
+
+    Args:
+        n_demo_sets: demonstration sets the proposals are induced from (reference
+            code: 50 proposals split into sets of 10).
+        prompts_per_demo_set: proposals sampled per demonstration set; the pool size
+            is ``n_demo_sets * prompts_per_demo_set`` (paper: 50, Section 5.2).
+        n_demos: demonstrations per set (paper: 5, Section 4.1).
+        temperature: optimizer sampling temperature (reference config: 0.9).
+        keep_fraction: the top fraction kept after each filtering pass, "top k%"
+            in Algorithm 1 (the paper gives no number; 10% keeps 5 of 50).
+        resample_rounds: rounds of iterative APE after the first pass (paper,
+            Section 5.3: returns diminish after three rounds; 0 is plain APE).
+        stage_examples: scoring examples per filtering stage (ours; the paper
+            gives no number).
+        stage_keep: fraction of candidates that survive a filtering stage (ours).
+        score_examples: ``None`` scores on the dev split (see the module
+            docstring); an int scores on that many seeded training examples.
+
+    Example:
+        >>> APE(resample_rounds=0).get_params()["n_demos"]
+        5
+    """
+
+    name: ClassVar[str] = "ape"
+    summary: ClassVar[str] = ("instruction induction from demonstrations, adaptive filtering and "
+                              "iterative resampling (Zhou et al., 2023)")
+    constraints: ClassVar[dict[str, Any]] = {
+        "n_demo_sets": Interval(int, 1), "prompts_per_demo_set": Interval(int, 1), "n_demos": Interval(int, 1),
+        "temperature": Interval(float, 0, 2), "keep_fraction": Interval(float, 0.001, 1),
+        "resample_rounds": Interval(int, 0), "stage_examples": Interval(int, 1),
+        "stage_keep": Interval(float, 0.001, 1), "score_examples": (Interval(int, 1), OneOf((None,))),
+    }
+
+    def __init__(self, *, n_demo_sets: int = 5, prompts_per_demo_set: int = 10, n_demos: int = 5,
+                 temperature: float = 0.9, keep_fraction: float = 0.1, resample_rounds: int = 3,
+                 stage_examples: int = 10, stage_keep: float = 0.5, score_examples: int | None = None) -> None:
+        self.n_demo_sets = n_demo_sets
+        self.prompts_per_demo_set = prompts_per_demo_set
+        self.n_demos = n_demos
+        self.temperature = temperature
+        self.keep_fraction = keep_fraction
+        self.resample_rounds = resample_rounds
+        self.stage_examples = stage_examples
+        self.stage_keep = stage_keep
+        self.score_examples = score_examples
+
+    def optimize(self, ctx: Context) -> Sequence[Prompt]:
+        scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)
+        pool_size = self.n_demo_sets * self.prompts_per_demo_set
+        keep = max(1, math.ceil(self.keep_fraction * pool_size))
+        candidates = self.propose(ctx)
+        elites: list[Prompt] = []
+        for round_index in range(self.resample_rounds + 1):
+            elites = self.adaptive_filter(ctx, elites + candidates, scoring_set, keep)
+            ctx.note("round", index=round_index, elites=[p.id for p in elites])
+            if round_index < self.resample_rounds:
+                candidates = self.resample(ctx, elites, pool_size - len(elites))
+        return elites or [ctx.seed_prompt]
+
+    # -- proposals ----------------------------------------------------------------------------
+    def propose(self, ctx: Context) -> list[Prompt]:
+        """Instructions induced from ``n_demo_sets`` sets of training demonstrations."""
+        out = []
+        for _ in range(self.n_demo_sets):
+            demos = format_demonstrations(ctx.sample(ctx.train, self.n_demos))
+            replies = ctx.propose(INDUCTION_PROMPT.format(demos=demos), n=self.prompts_per_demo_set,
+                                  temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
+            out += self._candidates(ctx, "induce", replies, parent=None)
+        return out
+
+    def resample(self, ctx: Context, elites: Sequence[Prompt], n: int) -> list[Prompt]:
+        """About ``n`` variations of the elites that keep their meaning, spread evenly over them."""
+        if not elites or n <= 0:
+            return []
+        per_elite = math.ceil(n / len(elites))
+        out = []
+        for elite in elites:
+            replies = ctx.propose(RESAMPLE_PROMPT.format(instruction=elite.instruction), n=per_elite,
+                                  temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
+            out += self._candidates(ctx, "resample", replies, parent=elite)
+        return out
+
+    @staticmethod
+    def _candidates(ctx: Context, operator: str, replies: Sequence[str], parent: Prompt | None) -> list[Prompt]:
+        base = parent or ctx.seed_prompt  # keeps the seed's template, system text and demos
+        out = []
+        for reply in replies:
+            text, how = parse_instruction(reply)
+            text = clean_prompt_text(_RESTATED.sub("", text)) if text else None
+            if text is None:
+                ctx.skip(operator, f"no usable instruction ({how})", reply)
+                continue
+            child = base.with_instruction(text[0].upper() + text[1:])
+            ctx.record(child, [parent] if parent else [], operator)
+            out.append(child)
+        return out
+
+    # -- adaptive filtering -------------------------------------------------------------------
+    def adaptive_filter(self, ctx: Context, candidates: Sequence[Prompt], examples: Sequence[Example],
+                        keep: int) -> list[Prompt]:
+        """The best ``keep`` candidates by multi-stage evaluation on non-overlapping subsets.
+
+        Each stage scores the survivors on the next ``stage_examples`` examples of
+        a fresh random order and keeps the ``stage_keep`` best by running mean;
+        once ``keep`` or fewer are left they are scored on all remaining examples.
+        """
+        alive = list({p.id: p for p in candidates}.values())
+        order = ctx.sample(examples, len(examples))
+        scores: dict[str, list[float]] = {p.id: [] for p in alive}
+        done = 0
+        while alive and done < len(order):
+            size = len(order) - done if len(alive) <= keep else self.stage_examples
+            stage = order[done:done + size]
+            done += len(stage)
+            for res in ctx.evaluate(alive, stage):
+                scores[res.prompt.id] += [e.score for e in res.examples]
+            alive.sort(key=lambda p: -sum(scores[p.id]) / len(scores[p.id]))  # stable: earlier wins ties
+            if done < len(order):
+                alive = alive[: max(keep, math.ceil(len(alive) * self.stage_keep))]
+            ctx.note("filter_stage", n_examples=done, survivors=[p.id for p in alive])
+        return alive[:keep]

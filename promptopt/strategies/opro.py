@@ -1,0 +1,187 @@
+"""OPRO: the optimizer model reads a score-sorted trajectory and writes better instructions.
+
+Yang et al., "Large Language Models as Optimizers", ICLR 2024 (arXiv:2309.03409),
+Section 4 (prompt optimization) and Section 5.1 (setup). Each step:
+
+1. build the **meta-prompt**: the best ``max_shown`` instructions found so far,
+   sorted by score *ascending* (so the best sit closest to the request), each
+   with its score as an integer in 0-100; then ``n_exemplars`` task examples
+   (input and expected output) drawn afresh from the training split; then the
+   request for a new instruction, different from the old ones and scoring higher;
+2. sample ``instructions_per_step`` replies at ``temperature``;
+3. score every new instruction on the same fixed scoring set and add it to the
+   trajectory; repeat for ``n_steps``.
+
+The paper scores every instruction on one fixed subset of the training data and
+keeps the instruction with the highest score. Here that fixed set is, by default,
+the dev split: the Run picks the final prompt by its dev score, so the strategy
+and the Run agree on what "best" means, and every scored candidate stays eligible
+when the budget runs out. The exemplars shown to the optimizer always come from
+the training split, so dev answers never appear in a meta-prompt (only scores
+do). With ``score_examples=k`` the scoring set is instead a fixed, seeded sample
+of ``k`` training examples, and the Run's dev evaluation of the ``n_finalists``
+best instructions picks the final one.
+
+Cost drivers: ``n_steps`` × ``instructions_per_step`` optimizer calls, and as
+many candidates, each scored on the whole scoring set (dev, or
+``score_examples``), plus ``n_finalists`` dev evaluations in train-scoring
+mode. Needs only generation from the optimizer; in ``choice`` answer mode the
+target model must also score log-probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from promptopt.prompt import Prompt
+from promptopt.strategies._base import Strategy
+from promptopt.strategies._formatting import format_demonstrations
+from promptopt.strategies._params import Interval, OneOf
+from promptopt.strategies._parsing import parse_instruction
+
+if TYPE_CHECKING:
+    from promptopt.context import Context
+    from promptopt.types import Example
+
+__all__ = ["OPRO", "build_meta_prompt"]
+
+META_PROMPT = """Your job is to write an instruction for a language model. Below are instructions \
+tried so far, each followed by its score: the percentage of task examples the model answered \
+correctly when given that instruction. They are listed from the lowest score to the highest.
+
+{trajectory}
+
+{exemplars}Write a new instruction that differs from every instruction above and scores higher \
+than all of them. Keep it short and clear, and make it work for every example of the task. \
+Write the new instruction between <INS> and </INS>."""
+
+EXEMPLAR_INTRO = ("Here are examples of the task. The instruction is placed before each input, "
+                  "and the model should give the output shown.\n\n")
+
+# The reference code drops replies longer than this; an instruction is a sentence or two.
+MAX_INSTRUCTION_CHARS = 500
+# Room for one instruction (with a little chatter around it), not for an essay.
+PROPOSAL_TOKENS = 200
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One point of the optimization trajectory."""
+
+    prompt: Prompt
+    score: float
+    step: int
+
+
+def build_meta_prompt(shown: Sequence[tuple[str, float]], exemplars: Sequence[Example]) -> str:
+    """The OPRO meta-prompt (Section 4 and Figure 3 of the paper), in our wording.
+
+    Args:
+        shown: (instruction, score in [0, 1]) pairs to show.
+        exemplars: task examples shown with their expected outputs.
+
+    Returns:
+        The prompt for the optimizer model: the instructions by ascending score
+        (ties keep their given order) with scores as integers 0-100, then the exemplars.
+
+    Example:
+        >>> text = build_meta_prompt([("Think first.", 0.75), ("Be brief.", 0.4)], [])
+        >>> text.index("Think first.") > text.index("Be brief.") and "Score: 75" in text
+        True
+    """
+    ordered = sorted(shown, key=lambda pair: pair[1])
+    lines = "\n\n".join(f"Instruction: <INS>{text}</INS>\nScore: {round(score * 100)}" for text, score in ordered)
+    examples = EXEMPLAR_INTRO + format_demonstrations(exemplars) + "\n\n" if exemplars else ""
+    return META_PROMPT.format(trajectory=lines or "(none yet)", exemplars=examples)
+
+
+class OPRO(Strategy):
+    """Optimization by PROmpting (OPRO), with the paper's defaults.
+
+    Args:
+        n_steps: optimization steps (the reference code runs 200).
+        instructions_per_step: instructions sampled per step (paper: 8, Section 5.1).
+        temperature: optimizer sampling temperature (paper: 1.0, Section 5.1).
+        max_shown: best past instructions kept in the meta-prompt (paper: 20, Section 5.1).
+        n_exemplars: task exemplars in the meta-prompt, resampled each step (paper: 3, Section 5.1).
+        min_score_shown: instructions scoring below this are left out of the meta-prompt
+            (reference code: 0.0 with a PaLM scorer, i.e. keep all).
+        score_examples: ``None`` scores every instruction on the dev split (see the
+            module docstring); an int scores on that many seeded training examples.
+        n_finalists: best instructions handed to the Run for the final dev comparison.
+
+    Example:
+        >>> OPRO(n_steps=3).get_params()["instructions_per_step"]
+        8
+    """
+
+    name: ClassVar[str] = "opro"
+    summary: ClassVar[str] = ("LLM as optimizer: a meta-prompt of past instructions sorted by score "
+                              "plus exemplars asks for better ones (Yang et al., 2024)")
+    constraints: ClassVar[dict[str, Any]] = {
+        "n_steps": Interval(int, 0), "instructions_per_step": Interval(int, 1),
+        "temperature": Interval(float, 0, 2), "max_shown": Interval(int, 1), "n_exemplars": Interval(int, 0),
+        "min_score_shown": Interval(float, 0, 1), "score_examples": (Interval(int, 1), OneOf((None,))),
+        "n_finalists": Interval(int, 1),
+    }
+
+    def __init__(self, *, n_steps: int = 200, instructions_per_step: int = 8, temperature: float = 1.0,
+                 max_shown: int = 20, n_exemplars: int = 3, min_score_shown: float = 0.0,
+                 score_examples: int | None = None, n_finalists: int = 3) -> None:
+        self.n_steps = n_steps
+        self.instructions_per_step = instructions_per_step
+        self.temperature = temperature
+        self.max_shown = max_shown
+        self.n_exemplars = n_exemplars
+        self.min_score_shown = min_score_shown
+        self.score_examples = score_examples
+        self.n_finalists = n_finalists
+
+    def optimize(self, ctx: Context) -> Sequence[Prompt]:
+        scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)
+        trajectory = self.score(ctx, [ctx.seed_prompt], scoring_set, step=-1)
+        for step in range(self.n_steps):
+            shown = self.shown(trajectory)
+            ctx.note("step", index=step, shown=[s.prompt.id for s in shown],
+                     best=max(s.score for s in trajectory))
+            meta_prompt = build_meta_prompt([(s.prompt.instruction, s.score) for s in shown],
+                                            ctx.sample(ctx.train, self.n_exemplars))
+            replies = ctx.propose(meta_prompt, n=self.instructions_per_step, temperature=self.temperature,
+                                  max_tokens=PROPOSAL_TOKENS)
+            new = self.read_replies(ctx, replies, trajectory, [s.prompt for s in shown])
+            trajectory += self.score(ctx, new, scoring_set, step=step)
+        best = sorted(trajectory, key=lambda s: -s.score)  # stable: earlier wins ties
+        return [s.prompt for s in best[: self.n_finalists]]
+
+    def shown(self, trajectory: Sequence[Scored]) -> list[Scored]:
+        """The best ``max_shown`` points scoring at least ``min_score_shown``, lowest score first."""
+        kept = [s for s in trajectory if s.score >= self.min_score_shown]
+        return sorted(kept, key=lambda s: s.score)[-self.max_shown:]
+
+    def read_replies(self, ctx: Context, replies: Sequence[str], trajectory: Sequence[Scored],
+                     parents: Sequence[Prompt]) -> list[Prompt]:
+        """New, never-seen instructions from the optimizer's replies, recorded as candidates."""
+        seen = {s.prompt.id for s in trajectory}
+        new = []
+        for reply in replies:
+            text, how = parse_instruction(reply, "<INS>", "</INS>", max_chars=MAX_INSTRUCTION_CHARS)
+            if text is None:
+                ctx.skip("opro", f"no usable instruction ({how})", reply)
+                continue
+            child = ctx.seed_prompt.with_instruction(text)
+            if child.id in seen:  # the reference code never scores an instruction twice
+                ctx.skip("opro", "repeats an earlier instruction", reply)
+                continue
+            seen.add(child.id)
+            ctx.record(child, parents, "opro")
+            new.append(child)
+        return new
+
+    @staticmethod
+    def score(ctx: Context, prompts: Sequence[Prompt], examples: Sequence[Example], *, step: int) -> list[Scored]:
+        """Each prompt's mean score on the fixed scoring set (one batch)."""
+        if not prompts:
+            return []
+        return [Scored(r.prompt, r.mean, step) for r in ctx.evaluate(prompts, examples)]
