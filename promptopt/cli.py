@@ -258,7 +258,7 @@ def strategies() -> None:
 
     for info in list_strategies():
         needs = " (needs log-probs)" if info.needs_score else ""
-        out.print(f"[bold]{info.name}[/]{needs}: {info.summary}", highlight=False)
+        out.print(f"[bold]{info.name}[/]{needs}: {info.summary}", highlight=False, soft_wrap=True)
         out.print("  " + ", ".join(f"{k}={v!r}" for k, v in info.params.items()), highlight=False, soft_wrap=True)
 
 
