@@ -15,8 +15,8 @@ def test_top_level_exports() -> None:
 
 
 def test_subpackage_exports() -> None:
-    assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "GEPA", "OPRO", "Strategy", "StrategyInfo",
-                                                    "get_strategy", "list_strategies"]
+    assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "FewShot", "GEPA", "OPRO", "PromptWizard",
+                                                    "Strategy", "StrategyInfo", "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
                                                   "ResponseCache", "RetryingBackend", "make_backend",
                                                   "parse_model_string"]

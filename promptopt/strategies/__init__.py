@@ -14,12 +14,15 @@ from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.strategies._base import Strategy
 from promptopt.strategies.ape import APE
 from promptopt.strategies.apo import APO
+from promptopt.strategies.fewshot import FewShot
 from promptopt.strategies.gepa import GEPA
 from promptopt.strategies.opro import OPRO
+from promptopt.strategies.promptwizard import PromptWizard
 
-__all__ = ["APE", "APO", "GEPA", "OPRO", "Strategy", "StrategyInfo", "get_strategy", "list_strategies"]
+__all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "PromptWizard", "Strategy", "StrategyInfo", "get_strategy",
+           "list_strategies"]
 
-BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, GEPA)}
+BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 
 
 @dataclass(frozen=True)
