@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+from promptopt.backends import RetryPolicy
 from promptopt.budget import Budget
 from promptopt.evaluate import evaluate
 from promptopt.exceptions import (
@@ -37,6 +38,7 @@ __all__ = [
     "Prompt",
     "PromptoptError",
     "Result",
+    "RetryPolicy",
     "Score",
     "UnknownNameError",
     "evaluate",

@@ -49,6 +49,8 @@ LABELS = typer.Option(None, "--labels", help="file: tasks: comma-separated close
 RUNS_DIR = typer.Option(Path("runs"), "--runs-dir", help="Where run directories and the cache go.")
 CACHE = typer.Option(None, "--cache", help="Cache file (default: <runs-dir>/cache.sqlite).")
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the response cache.")
+MAX_CONCURRENCY = typer.Option(None, "--max-concurrency", help="openai: models: requests in flight (default 8).")
+TIMEOUT = typer.Option(None, "--timeout", help="openai: models: seconds before a request is given up and retried.")
 
 
 @contextmanager
@@ -88,8 +90,11 @@ def _labels(labels: Optional[str]) -> list[str] | None:
     return [x.strip() for x in labels.split(",") if x.strip()] if labels else None
 
 
-def _model_options(base_url: Optional[str]) -> dict[str, Any]:
-    return {"base_url": base_url} if base_url else {}
+def _model_options(base_url: Optional[str], max_concurrency: Optional[int] = None,
+                   timeout: Optional[float] = None) -> dict[str, Any]:
+    """Endpoint options for openai: models; only what was given, so other backends get none."""
+    given = {"base_url": base_url, "max_concurrency": max_concurrency, "timeout": timeout}
+    return {k: v for k, v in given.items() if v is not None}
 
 
 class _ProgressView:
@@ -128,6 +133,8 @@ def optimize(
     optimizer_model: Optional[str] = typer.Option(None, "--optimizer-model",
                                                   help="Model that writes prompts (default: the target model)."),
     base_url: Optional[str] = BASE_URL,
+    max_concurrency: Optional[int] = MAX_CONCURRENCY,
+    timeout: Optional[float] = TIMEOUT,
     optimizer_base_url: Optional[str] = typer.Option(None, "--optimizer-base-url",
                                                      help="Endpoint of the optimizer model."),
     param: list[str] = typer.Option([], "--param", "-p", help="Strategy hyper-parameter name=value (repeatable)."),
@@ -162,7 +169,7 @@ def optimize(
             strategy_params=_parse_params(param), n_train=n_train, n_dev=n_dev, n_test=n_test,
             data_dir=data_dir, offline=offline, input_field=input_field, target_field=target_field,
             metric=metric, labels=_labels(labels), runs_dir=runs_dir, run_id=run_id,
-            cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url),
+            cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url, max_concurrency, timeout),
             optimizer_options=_model_options(optimizer_base_url) or None)
         view = _ProgressView() if progress else None
         try:

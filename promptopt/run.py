@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from promptopt.backends import Backend
+from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.context import Context
 from promptopt.evaluator import Evaluator, check_answer_mode, resolve_answer_mode
@@ -162,7 +162,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              runs_dir: str | Path = "runs", run_id: str | None = None, cache: bool | str | Path = True,
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
-             on_event: EventCallback | None = None) -> Result:
+             retry: RetryPolicy | None = None, on_event: EventCallback | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Args:
@@ -186,7 +186,9 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         run_id: the run directory name (default: derived from the configuration,
             so the same configuration reuses its directory and cache).
         cache: True for ``<runs_dir>/cache.sqlite``, a path, or False.
-        model_options / optimizer_options: backend options (``base_url``, ``api_key``, ...).
+        model_options / optimizer_options: backend options (``base_url``, ``api_key``,
+            ``max_concurrency``, ``timeout`` for ``openai:``; ``n_threads`` for ``llamacpp:``).
+        retry: how transient failures are retried (default: :class:`RetryPolicy`()).
         on_event: called with every event as it is logged (progress displays).
 
     Returns:
@@ -208,7 +210,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,
-                 optimizer_options=optimizer_options) as session:
+                 optimizer_options=optimizer_options, retry=retry) as session:
         mode = resolve_answer_mode(task_obj, session.target, answer_mode)
         budget = default_budget(mode) if budget is None else budget
         session.meter.budget = budget

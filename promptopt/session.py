@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt._loop import LoopThread
-from promptopt.backends import Backend, CachedBackend, ResponseCache, RetryingBackend, make_backend
+from promptopt.backends import Backend, CachedBackend, ResponseCache, RetryingBackend, RetryPolicy, make_backend
 from promptopt.budget import Budget, Meter, MeteredBackend
 from promptopt.exceptions import ConfigError
 
@@ -47,7 +47,8 @@ class Session:
 
     def __init__(self, model: str | Backend, optimizer_model: str | Backend | None, *,
                  budget: Budget, cache_path: Path | None, model_options: Mapping[str, Any] | None = None,
-                 optimizer_options: Mapping[str, Any] | None = None) -> None:
+                 optimizer_options: Mapping[str, Any] | None = None, retry: RetryPolicy | None = None) -> None:
+        self.retry = retry or RetryPolicy()
         self.loop = LoopThread()
         self.meter = Meter(budget)
         self.cache: ResponseCache | None = None
@@ -65,7 +66,9 @@ class Session:
         self.optimizer = self.target if raw_optimizer is raw_target else self._wrap(raw_optimizer)
 
     def _wrap(self, backend: Backend) -> MeteredBackend:
-        inner: Backend = RetryingBackend(backend)
+        policy = self.retry
+        inner: Backend = RetryingBackend(backend, max_attempts=policy.max_attempts,
+                                         initial_wait=policy.initial_wait, max_wait=policy.max_wait)
         if self.cache is not None:
             inner = CachedBackend(inner, self.cache)
         return MeteredBackend(inner, self.meter)

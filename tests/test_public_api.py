@@ -11,16 +11,18 @@ import promptopt.testing
 def test_top_level_exports() -> None:
     assert sorted(promptopt.__all__) == [
         "BackendError", "Budget", "BudgetExhausted", "CapabilityError", "ConfigError", "DataError", "Demo",
-        "Example", "Prompt", "PromptoptError", "Result", "Score", "UnknownNameError", "evaluate", "optimize"]
+        "Example", "Prompt", "PromptoptError", "Result", "RetryPolicy", "Score", "UnknownNameError", "evaluate",
+        "optimize"]
 
 
 def test_subpackage_exports() -> None:
     assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "FewShot", "GEPA", "OPRO", "PromptWizard",
                                                     "Strategy", "StrategyInfo", "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
-                                                  "ResponseCache", "RetryingBackend", "make_backend",
-                                                  "parse_model_string"]
-    assert sorted(promptopt.testing.__all__) == ["FakeBackend", "free_port", "run_llama_server", "smollm2_path"]
+                                                  "ResponseCache", "RetryPolicy", "RetryingBackend",
+                                                  "make_backend", "parse_model_string"]
+    assert sorted(promptopt.testing.__all__) == ["FakeBackend", "FaultPlan", "free_port", "run_fault_server",
+                                                 "run_llama_server", "smollm2_path"]
 
 
 def test_every_export_exists() -> None:

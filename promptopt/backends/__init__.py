@@ -13,11 +13,11 @@ from typing import Any
 
 from promptopt.backends._base import Backend, Capabilities
 from promptopt.backends._cache import CachedBackend, ResponseCache
-from promptopt.backends._retry import RetryingBackend
+from promptopt.backends._retry import RetryingBackend, RetryPolicy
 from promptopt.exceptions import ConfigError, UnknownNameError
 
-__all__ = ["BACKENDS", "Backend", "CachedBackend", "Capabilities", "ResponseCache", "RetryingBackend",
-           "make_backend", "parse_model_string"]
+__all__ = ["BACKENDS", "Backend", "CachedBackend", "Capabilities", "ResponseCache", "RetryPolicy",
+           "RetryingBackend", "make_backend", "parse_model_string"]
 
 BACKENDS = ("llamacpp", "openai", "fake")
 

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from promptopt.backends._base import Backend
+from promptopt.exceptions import ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
 __all__ = ["CachedBackend", "ResponseCache"]
@@ -30,9 +33,26 @@ class ResponseCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            self._set_up()
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot use the response cache {str(self.path)!r}: {exc}; "
+                              "pass another file with --cache PATH, or --no-cache") from exc
+
+    def _set_up(self) -> None:
+        # Switching a fresh file to WAL needs a moment alone with it: several processes
+        # opening one new cache at once get "database is locked" and try again.
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.05))
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.commit()
@@ -68,13 +88,14 @@ def cache_key(identity: dict[str, Any], payload: dict[str, Any]) -> str:
 class CachedBackend(Backend):
     """Answers requests seen before from a :class:`ResponseCache`; sends only the misses.
 
-    Misses go out one request at a time (concurrently where the backend serves
-    requests concurrently) and each answer is stored the moment it arrives.
+    Misses go out one request at a time (up to the backend's ``max_concurrency``
+    at once) and each answer is stored the moment it arrives.
     Replayed values come back with ``cached=True`` so the meter can tell them apart.
     """
 
     def __init__(self, inner: Backend, cache: ResponseCache) -> None:
         self.inner, self.cache = inner, cache
+        self._slots: asyncio.Semaphore | None = None
         self.name, self.model = inner.name, inner.model
         self.capabilities = inner.capabilities
 
@@ -92,23 +113,51 @@ class CachedBackend(Backend):
         keys = [cache_key(ident, r.key_payload()) for r in requests]
         hits = self.cache.get_many(keys)
         missing: dict[str, Any] = {}
-        for key, req in zip(keys, requests, strict=False):
+        for key, req in zip(keys, requests, strict=True):
             if key not in hits:
                 missing.setdefault(key, req)  # identical requests are sent once
-        fresh: dict[str, T] = {}
+        fresh = await self._send_missing(missing, send)
+        out: list[T] = []
+        for key in keys:
+            if key in hits:
+                out.append(replace(kind(**hits[key]), cached=True))
+            elif key in missing:
+                out.append(fresh[key])
+                del missing[key]  # a repeat later in this batch was not paid again
+            else:
+                out.append(replace(fresh[key], cached=True))
+        return out
+
+    async def _send_missing(self, missing: dict[str, Any], send: Any) -> dict[str, Any]:
+        """Send each miss and store its answer the moment it arrives.
+
+        At most ``max_concurrency`` requests are between sending and storing, so
+        a crash loses at most that many paid answers. After the first failure no
+        new request is sent; those in flight finish and are stored; then the
+        failure is raised, with no request left running.
+        """
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(max(1, self.capabilities.max_concurrency))
+        slots = self._slots
+        fresh: dict[str, Any] = {}
+        failures: list[Exception] = []
 
         async def one(key: str, req: Any) -> None:
-            # Stored as soon as it arrives: a crash mid-batch loses no paid answer.
-            answer = (await send([req]))[0]
-            self.cache.put_many({key: asdict(answer)})
-            fresh[key] = answer
+            async with slots:
+                if failures:
+                    return
+                try:
+                    answer = (await send([req]))[0]
+                except Exception as exc:  # kept to raise after the siblings settle
+                    failures.append(exc)
+                    return
+                self.cache.put_many({key: asdict(answer)})
+                fresh[key] = answer
 
-        if self.capabilities.max_concurrency <= 1:
-            for key, req in missing.items():
-                await one(key, req)
-        else:
-            await asyncio.gather(*(one(key, req) for key, req in missing.items()))
-        return [replace(kind(**hits[key]), cached=True) if key in hits else fresh[key] for key in keys]
+        await asyncio.gather(*(one(key, req) for key, req in missing.items()))
+        if failures:
+            raise failures[0]
+        return fresh
 
     async def aclose(self) -> None:
         await self.inner.aclose()

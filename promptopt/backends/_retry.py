@@ -10,17 +10,42 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from promptopt.backends._base import Backend
-from promptopt.exceptions import BackendError
+from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
-__all__ = ["RetryingBackend"]
+__all__ = ["RetryPolicy", "RetryingBackend"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How transient failures are retried.
+
+    Args:
+        max_attempts: tries per request, the first included.
+        initial_wait: first pause in seconds; it doubles on each retry (plus jitter).
+        max_wait: longest pause between tries, in seconds; a server's
+            ``Retry-After`` is honoured up to this.
+    """
+
+    max_attempts: int = 6
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_attempts, int) or isinstance(self.max_attempts, bool) or self.max_attempts < 1:
+            raise ConfigError(f"the max_attempts of RetryPolicy must be an int >= 1; got {self.max_attempts!r}")
+        for name in ("initial_wait", "max_wait"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"the {name} of RetryPolicy must be a number >= 0; got {value!r}")
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -75,7 +100,15 @@ class RetryingBackend(Backend):
         async def one(req: Any) -> T:
             return (await self._call(lambda: send([req])))[0]
 
-        return list(await asyncio.gather(*(one(r) for r in requests)))
+        tasks = [asyncio.ensure_future(one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # One request failed for good: stop its siblings and wait, so none outlives the call.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
         return await self._fan_out(requests, self.inner.agenerate)

@@ -5,6 +5,12 @@ that speaks ``/v1/chat/completions``. Requests in a batch are sent concurrently,
 at most ``max_concurrency`` at a time. The ``openai`` client does not retry
 (``max_retries=0``): the retry wrapper does, driven by the ``retryable`` flag
 and ``retry_after`` of the errors raised here.
+
+Every transient failure (rate limit, 5xx, timeout, dropped connection, a
+truncated or malformed reply) becomes a retryable :class:`BackendError`, never
+an empty or made-up completion. A rejected key, a refused or unknown model
+(401, 403, 404) applies to every request, so once one is seen the requests
+still waiting are failed without being sent.
 """
 
 from __future__ import annotations
@@ -12,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import calendar
 import email.utils
+import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from promptopt.backends._base import Backend, Capabilities
 from promptopt.exceptions import BackendError, ConfigError
@@ -35,6 +42,9 @@ _NO_KEY = "no-key"
 
 # Statuses worth trying again, as the openai client itself would (besides 5xx).
 _RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+# Statuses about the key, the model or the endpoint: every other request would get them too.
+_FATAL_FOR_ALL = frozenset({401, 403, 404})
 
 
 class RateLimitedError(BackendError):
@@ -102,6 +112,8 @@ class OpenAIBackend(Backend):
         self._client: AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set by a 401/403/404: the requests still waiting fail with it, unsent.
+        self._fatal: BackendError | None = None
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -134,6 +146,7 @@ class OpenAIBackend(Backend):
     async def aclose(self) -> None:
         """Close the HTTP client; call it on the loop that made the requests."""
         client, self._client, self._semaphore, self._loop = self._client, None, None, None
+        self._fatal = None
         if client is not None:
             await client.close()
 
@@ -145,6 +158,7 @@ class OpenAIBackend(Backend):
             self._client = self._make_client()
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
+            self._fatal = None
         return self._client, self._semaphore
 
     def _make_client(self) -> AsyncOpenAI:
@@ -166,21 +180,44 @@ class OpenAIBackend(Backend):
     ) -> Completion:
         kwargs = _chat_kwargs(self.model, request)
         async with semaphore:
+            if self._fatal is not None:
+                raise BackendError(str(self._fatal), retryable=False)
             try:
                 response = await client.chat.completions.create(**kwargs)
             except Exception as exc:
-                raise self._translate(exc) from exc
-        if not response.choices:
+                self._fail(exc)
+        return self._completion(response)
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        """Raise ``exc`` as a :class:`BackendError`; remember errors that every request would get."""
+        import openai
+
+        error = self._translate(exc)
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        if status in _FATAL_FOR_ALL:
+            self._fatal = error
+        # An error body may echo the key (some servers do on a 401), so a status
+        # error is not chained: a traceback shows our message, not the server's.
+        raise error from (None if status is not None else exc)
+
+    def _completion(self, response: Any) -> Completion:
+        """The completion in a parsed reply; a reply of the wrong shape is a retryable error."""
+        try:
+            choice = response.choices[0]
+            text = choice.message.content
+            if text is not None and not isinstance(text, str):
+                raise TypeError(type(text).__name__)
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            shape = "no choices" if not getattr(response, "choices", None) else f"a malformed choice ({exc})"
             raise BackendError(
-                f"{self._where()} returned no choices; check that the endpoint "
-                "implements /chat/completions", retryable=True)
-        choice = response.choices[0]
-        usage = response.usage
+                f"{self._where()} returned a reply with {shape}; check that the endpoint implements "
+                "/chat/completions (retrying may help if it is a passing fault)", retryable=True) from None
+        usage = getattr(response, "usage", None)
         return Completion(
-            text=choice.message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            finish_reason=choice.finish_reason or "stop",
+            text=text or "",
+            prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
+            completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
+            finish_reason=getattr(choice, "finish_reason", None) or "stop",
         )
 
     def _where(self) -> str:
@@ -196,12 +233,21 @@ class OpenAIBackend(Backend):
                 "raise timeout= or lower max_concurrency", retryable=True)
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
+            detail = self._redact(f"{type(cause).__name__}: {cause}")
+            if type(cause).__name__.startswith("Connect"):
+                return BackendError(
+                    f"could not connect to {self.base_url} ({detail}); "
+                    "check that the server is running and base_url is right", retryable=True)
             return BackendError(
-                f"could not connect to {self.base_url} ({type(cause).__name__}: {cause}); "
-                "check that the server is running and base_url is right", retryable=True)
+                f"the connection to {self._where()} broke before a complete reply ({detail}); "
+                "retrying may help", retryable=True)
         if isinstance(exc, openai.APIStatusError):
             return self._translate_status(
                 exc.status_code, exc.response.headers, _server_message(exc.body))
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+            return BackendError(
+                f"{self._where()} sent a reply that is not a valid completion ({type(exc).__name__}: "
+                f"{self._redact(str(exc))[:200]}); it may have been cut off, retrying may help", retryable=True)
         return BackendError(
             f"call to {self._where()} failed: {self._redact(str(exc))}", retryable=False)
 
@@ -257,6 +303,11 @@ def _chat_kwargs(model: str, request: Request) -> dict[str, Any]:
     if request.seed is not None:
         kwargs["seed"] = request.seed
     return kwargs
+
+
+def _count(value: object) -> int:
+    """A token count from a reply's ``usage``; anything but a whole number >= 0 counts as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _server_message(body: object) -> str:

@@ -1,0 +1,107 @@
+"""Budget caps hold with 16 requests in flight: the server never receives a call past a cap.
+
+The run uses ``max_concurrency=16`` on the openai backend against a server with
+latency, so batches really overlap. The cache is off, so every call the meter
+admits is sent. Requests the server received before the ``budget_exhausted``
+event are the search; after it comes the final test evaluation, which is
+outside the budget by design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from reliability_helpers import optimize
+
+from promptopt import Budget
+from promptopt.budget import Meter
+from promptopt.testing.fault_server import FaultPlan, FaultServer, run_fault_server
+from promptopt.types import Role
+
+CONCURRENCY = {"max_concurrency": 16}
+SIZES = {"n_dev": 24, "n_test": 20}  # the seed's dev batch alone is 24 requests: more than 16 at once
+
+
+def is_optimizer(body: dict[str, Any]) -> bool:
+    text = str(body["messages"][-1]["content"])
+    return "I am improving a prompt" in text or "Rewrite the following instruction" in text
+
+
+class SearchSnapshot:
+    """What the server had received when the search stopped (the ``budget_exhausted`` event)."""
+
+    def __init__(self, server: FaultServer) -> None:
+        self.server = server
+        self.bodies: list[dict[str, Any]] = []
+        self.tokens = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["type"] == "budget_exhausted":
+            stats = self.server.stats
+            assert stats.in_flight == 0  # the search is over: nothing of it still on the wire
+            self.bodies, self.tokens = list(stats.bodies), stats.tokens
+
+    def count(self, role: Role) -> int:
+        return sum(1 for b in self.bodies if is_optimizer(b) == (role == "optimizer"))
+
+
+def run(server: FaultServer, tmp_path: Path, budget: Budget) -> tuple[Any, SearchSnapshot]:
+    snapshot = SearchSnapshot(server)
+    result = optimize(server.base_url, tmp_path, budget=budget, cache=False, model_options=CONCURRENCY,
+                      on_event=snapshot, **SIZES)
+    return result, snapshot
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    with run_fault_server(FaultPlan(latency=0.05), idle_timeout=60) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("cap", [30, 70])
+def test_target_call_cap(server: FaultServer, tmp_path: Path, cap: int) -> None:
+    result, search = run(server, tmp_path, Budget(target_calls=cap))
+    assert "target call cap" in (result.stopped_by or "")
+    assert search.bodies, "the search never hit the cap"
+    assert search.count("target") <= cap
+    assert search.count("target") == result.usage["search"]["target"]["calls"]
+    n_test = len(server.stats.bodies) - len(search.bodies)
+    assert n_test == result.usage["total"]["target"]["calls"] - result.usage["search"]["target"]["calls"]
+    assert server.stats.max_in_flight == 16
+    print(f"\ntarget cap {cap}: {search.count('target')} target requests reached the server in the search, "
+          f"{n_test} in the final test; at most {server.stats.max_in_flight} in flight")
+
+
+def test_optimizer_call_cap(server: FaultServer, tmp_path: Path) -> None:
+    result, search = run(server, tmp_path, Budget(optimizer_calls=3))
+    assert "optimizer call cap" in (result.stopped_by or "")
+    assert search.count("optimizer") == 3 == result.usage["total"]["optimizer"]["calls"]
+    assert sum(1 for b in server.stats.bodies if is_optimizer(b)) == 3  # none after the search either
+
+
+def test_token_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The meter admits a batch only while fewer tokens than the cap have been spent; a reply's
+    # size is known only once it is back, so the batch admitted last may end past the cap.
+    admitted: list[tuple[int, int]] = []
+    reserve = Meter.reserve
+
+    def recording_reserve(self: Meter, role: Role, n_calls: int) -> None:
+        tokens = self.usage.tokens
+        reserve(self, role, n_calls)
+        if self.enforce and n_calls:
+            admitted.append((tokens, n_calls))
+
+    monkeypatch.setattr(Meter, "reserve", recording_reserve)
+    cap = 2500
+    result, search = run(server, tmp_path, Budget(tokens=cap))
+    assert "token cap" in (result.stopped_by or "")
+    assert all(tokens < cap for tokens, _ in admitted)  # no batch admitted once the cap was reached
+    assert sum(n for _, n in admitted) == len(search.bodies)  # and nothing sent that was not admitted
+    spent = result.usage["search"]["target"]["tokens"] + result.usage["search"]["optimizer"]["tokens"]
+    assert search.tokens == spent >= cap  # the meter counted exactly what the server served
+    last_batch = admitted[-1][1]
+    print(f"\ntoken cap {cap}: {spent} tokens spent in the search ({spent - cap} over, from the last "
+          f"admitted batch of {last_batch} calls, admitted at {admitted[-1][0]} tokens)")
