@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from embedded_runs import DATA_DIR
 
 import promptopt
-
-DATA_DIR = Path(os.environ.get("PROMPTOPT_DATA_DIR") or Path(__file__).parents[2].parent / "shared" / "data")
 
 # One round of APO with a handful of proposals: about a minute on two CPU cores.
 TINY_APO = {"rounds": 1, "beam_size": 2, "minibatch_size": 8, "n_gradients": 1, "mc_samples_per_step": 1,

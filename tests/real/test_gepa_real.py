@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from embedded_runs import DATA_DIR
 
 import promptopt
 from promptopt.strategies.gepa import GEPA
-
-DATA_DIR = Path(os.environ.get("PROMPTOPT_DATA_DIR") or Path(__file__).parents[2].parent / "shared" / "data")
 
 
 # Two or three reflections on about 40 scored examples: the smallest run that still reaches the gate.

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from embedded_runs import run_on_sst2
 
 import promptopt
 from promptopt.strategies._base import Strategy
 from promptopt.strategies.fewshot import FewShot
 from promptopt.strategies.promptwizard import PromptWizard
 
-DATA_DIR = Path(os.environ.get("PROMPTOPT_DATA_DIR") or Path(__file__).parents[2].parent / "shared" / "data")
-BUDGET = promptopt.Budget(target_calls=100, optimizer_calls=6)
-
 
 def _run(tmp_path: Path, strategy: Strategy) -> tuple[promptopt.Result, list[dict[str, Any]]]:
-    result = promptopt.optimize("sst2", strategy, "llamacpp:smollm2", budget=BUDGET, n_dev=8, n_test=10, seed=0,
-                                data_dir=DATA_DIR, offline=True, runs_dir=tmp_path / "runs", cache=False)
-    events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
-    assert result.answer_mode == "choice"
-    search = result.usage["search"]
-    assert 0 < search["target"]["calls"] <= 100 and 0 < search["optimizer"]["calls"] <= 6
-    assert result.best_dev >= result.seed_dev and result.best_test.n == 10
-    assert sum(e["type"] == "candidate" for e in events) == result.n_candidates > 1
+    result, events = run_on_sst2(tmp_path, strategy)
+    assert result.n_candidates > 1
     return result, events
 
 
