@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from promptopt.backends import RetryPolicy
 from promptopt.budget import Budget
+from promptopt.estimate import Estimate, estimate
 from promptopt.evaluate import evaluate
 from promptopt.exceptions import (
     BackendError,
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Demo",
+    "Estimate",
     "Example",
     "Prompt",
     "PromptoptError",
@@ -41,6 +43,7 @@ __all__ = [
     "RetryPolicy",
     "Score",
     "UnknownNameError",
+    "estimate",
     "evaluate",
     "optimize",
 ]

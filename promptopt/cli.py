@@ -156,8 +156,11 @@ def optimize(
     cache: Optional[Path] = CACHE, no_cache: bool = NO_CACHE,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the most the run "
+                                 "could spend (calls, tokens, dollars), without calling any model."),
 ) -> None:
     """Search for a better prompt, then score the seed and the best prompt once on test."""
+    from promptopt.estimate import estimate
     from promptopt.run import optimize as run_optimize
 
     with _friendly_errors():
@@ -171,6 +174,12 @@ def optimize(
             metric=metric, labels=_labels(labels), runs_dir=runs_dir, run_id=run_id,
             cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url, max_concurrency, timeout),
             optimizer_options=_model_options(optimizer_base_url) or None)
+        if dry_run:
+            spend_keys = ("optimizer_model", "budget", "seed", "answer_mode", "strategy_params", "n_train", "n_dev",
+                          "n_test", "data_dir", "offline", "input_field", "target_field", "metric", "labels",
+                          "model_options", "optimizer_options")
+            _print_estimate(estimate(task, strategy, model, **{k: kwargs[k] for k in spend_keys}))
+            return
         view = _ProgressView() if progress else None
         try:
             result = run_optimize(task, strategy, model, on_event=view, **kwargs)
@@ -199,6 +208,23 @@ def _print_result(result: Any) -> None:
     out.print(f"candidates: {result.n_candidates}; stopped by: {result.stopped_by or 'finished'}", highlight=False)
     out.print(f"best prompt: {result.best_prompt.instruction!r}", highlight=False, soft_wrap=True)
     out.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
+
+
+def _print_estimate(est: Any) -> None:
+    def show(value: float | None, unit: str = "") -> str:
+        return "no cap" if value is None else f"{value:,.0f}{unit}" if unit != "$" else f"${value:.2f}"
+
+    table = Table(title=f"dry run: {est.task} · {est.strategy} · {est.model} · {est.answer_mode} mode")
+    table.add_column("what")
+    table.add_column("at most", justify="right")
+    table.add_row("target calls, search (incl. the seed on dev)", show(est.search_target_calls))
+    table.add_row("target calls, final test (seed + best)", show(est.test_target_calls))
+    table.add_row("optimizer calls", show(est.search_optimizer_calls))
+    table.add_row("tokens", show(est.tokens))
+    table.add_row("dollars", "unknown (no price for this backend)" if est.usd is None else show(est.usd, "$"))
+    out.print(table)
+    out.print(f"calls per example: {est.calls_per_example:g}; target tokens per call ≈ "
+              f"{est.target_tokens_per_call} (text length / 4). Nothing was run or written.", highlight=False)
 
 
 def _load_prompt(instruction: Optional[str], prompt_file: Optional[Path]) -> Prompt | str | None:
