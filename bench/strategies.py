@@ -1,0 +1,125 @@
+"""Seed prompt vs each strategy at an equal budget, on tasks where SmolLM2 shows signal.
+
+Every (task, answer mode, seed) gets the same splits and budget for every
+strategy; runs share one response cache, so the seed prompt's evaluations are
+paid once. Rows are appended to ``<out>/rows.jsonl`` as runs finish (a killed
+benchmark resumes where it stopped) and ``<out>/table.md`` is rewritten after
+each run: mean ± sample standard deviation over seeds, dev and test accuracy,
+and the calls spent. Parallel workers share the cache file (SQLite WAL).
+
+    python -m bench strategies --tasks sst2,agnews,trec --modes choice,generate --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+STRATEGIES = ("apo", "opro", "ape", "promptwizard", "gepa", "fewshot")
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench strategies", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="sst2,agnews,trec")
+    p.add_argument("--modes", default="choice,generate")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--strategies", default=",".join(STRATEGIES))
+    p.add_argument("--target-calls", type=int, default=200, help="target-call budget per generate-mode run")
+    p.add_argument("--choice-target-calls", type=int, default=800,
+                   help="target-call budget per choice-mode run (one call per label per example)")
+    p.add_argument("--optimizer-calls", type=int, default=10, help="optimizer-call budget per run")
+    p.add_argument("--n-dev", type=int, default=20)
+    p.add_argument("--n-test", type=int, default=200)
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (each uses one CPU thread)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="bench/results/strategies")
+    return p.parse_args(argv)
+
+
+def _run_one(job: dict[str, Any]) -> dict[str, Any]:
+    import promptopt
+
+    started = time.monotonic()
+    result = promptopt.optimize(
+        task=job["task"], strategy=job["strategy"], answer_mode=job["mode"], seed=job["seed"],
+        budget=promptopt.Budget(target_calls=job["target_calls"], optimizer_calls=job["optimizer_calls"]),
+        n_dev=job["n_dev"], n_test=job["n_test"], data_dir=job["data_dir"], offline=True,
+        runs_dir=job["out"] + "/runs", cache=job["out"] + "/cache.sqlite",
+        model_options={"n_threads": 1})
+    search = result.usage["search"]
+    return {**{k: job[k] for k in ("task", "mode", "seed", "strategy")},
+            "seed_dev": result.seed_dev, "best_dev": result.best_dev,
+            "seed_test": result.seed_test.mean, "best_test": result.best_test.mean, "n_test": result.best_test.n,
+            "target_calls": search["target"]["calls"], "optimizer_calls": search["optimizer"]["calls"],
+            "tokens": search["target"]["tokens"] + search["optimizer"]["tokens"],
+            "stopped_by": result.stopped_by, "run_dir": result.run_dir,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def _done(rows_path: Path) -> set[tuple[str, str, int, str]]:
+    if not rows_path.exists():
+        return set()
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+    return {(r["task"], r["mode"], r["seed"], r["strategy"]) for r in rows}
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
+
+
+def write_table(rows: list[dict[str, Any]], path: Path) -> None:
+    """Markdown: per task and mode, the seed prompt then each strategy (mean ± sd over seeds)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["task"], r["mode"])].append(r)
+    lines = ["| task | mode | prompt | seeds | dev | test | target calls | optimizer calls |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (task, mode), group in sorted(groups.items()):
+        seeds = {r["seed"]: r for r in group}
+        lines.append(f"| {task} | {mode} | seed prompt | {len(seeds)} | "
+                     f"{_fmt([r['seed_dev'] for r in seeds.values()])} | "
+                     f"{_fmt([r['seed_test'] for r in seeds.values()])} | – | – |")
+        by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in group:
+            by_strategy[r["strategy"]].append(r)
+        for name in [s for s in STRATEGIES if s in by_strategy]:
+            rs = by_strategy[name]
+            lines.append(f"| {task} | {mode} | {name} | {len(rs)} | {_fmt([r['best_dev'] for r in rs])} | "
+                         f"{_fmt([r['best_test'] for r in rs])} | "
+                         f"{statistics.mean(r['target_calls'] for r in rs):.0f} | "
+                         f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} |")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    args = _parse(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "rows.jsonl"
+    done = _done(rows_path)
+    data_dir = args.data_dir or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    jobs = [dict(task=t, mode=m, seed=int(s), strategy=st,
+                 target_calls=args.choice_target_calls if m == "choice" else args.target_calls,
+                 optimizer_calls=args.optimizer_calls, n_dev=args.n_dev, n_test=args.n_test,
+                 data_dir=data_dir, out=str(out))
+            for s in args.seeds.split(",") for t in args.tasks.split(",") for m in args.modes.split(",")
+            for st in args.strategies.split(",") if (t, m, int(s), st) not in done]
+    print(f"{len(jobs)} runs to go ({len(done)} done) -> {out}")
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for row in pool.map(_run_one, jobs):
+            with open(rows_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row[k] for k in ("task", "mode", "seed", "strategy", "best_test", "seconds")}))
+            rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+            write_table(rows, out / "table.md")
+    return 0
