@@ -64,6 +64,11 @@ def _write(path: Path, text: str) -> str:
     return str(path)
 
 
+def _write_bytes(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
 def _rows(n: int, input_key: str = "input") -> str:
     return "".join(json.dumps({input_key: f"q{i}", "target": f"a{i}"}) + "\n" for i in range(n))
 
@@ -143,6 +148,37 @@ BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("metric-on-builtin-task",
      lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--metric", "exact"],
      ["metric", "file:<path>", "synthetic:sentiment"]),
+    ("negative-usd-budget", lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--budget-usd", "-1"],
+     ["'usd'", "-1", "--budget-usd"]),
+    ("negative-seconds-budget", lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--budget-seconds", "-3"],
+     ["'seconds'", "-3", "--budget-seconds"]),
+    ("negative-token-budget", lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--budget-tokens", "-2"],
+     ["'tokens'", "-2", "--budget-tokens"]),
+    ("n-test-zero", lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--n-test", "0"], ["n_test", "--n-test"]),
+    ("unknown-optimizer-backend",
+     lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--optimizer-model", "nope:x"], ["'nope'", "llamacpp"]),
+    ("malformed-optimizer-model",
+     lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--optimizer-model", "smollm2"], ["'smollm2'", "backend:model"]),
+    ("missing-gguf-file",
+     lambda p: ["optimize", "--model", "llamacpp:/no/such/model.gguf", "--task", "synthetic:sentiment"],
+     ["/no/such/model.gguf", "GGUF"]),
+    ("non-utf8-data-line",
+     lambda p: ["optimize", "--model", "fake:x", "--task",
+                "file:" + _write_bytes(p / "latin.jsonl", _rows(3).encode() + b'{"input": "caf\xe9"}\n')],
+     ["line 4", "UTF-8"]),
+    ("missing-target-field",
+     lambda p: ["optimize", "--model", "fake:x", "--task", "file:" + _write(p / "ok.jsonl", _rows(6)),
+                "--target-field", "answer"],
+     ["'answer'", "--target-field"]),
+    ("target-outside-declared-labels",
+     lambda p: ["optimize", "--model", "fake:x", "--task", "file:" + _write(p / "ok.jsonl", _rows(6)),
+                "--labels", "yes,no"],
+     ["'a0'", "yes"]),
+    ("prompt-file-not-json",
+     lambda p: ["evaluate", "--model", "fake:x", "--task", "synthetic:sentiment",
+                "--prompt-file", _write(p / "bad.json", "{not json")],
+     ["bad.json", "not valid JSON", "line 1"]),
+    ("evaluate-unknown-task", lambda p: ["evaluate", "--model", "fake:x", "--task", "nope"], ["'nope'", "gsm8k"]),
 ]
 
 
