@@ -186,7 +186,7 @@ class MeteredBackend(Backend):
         out = await self.inner.agenerate(requests)
         for req, c in zip(requests, out, strict=False):
             self.meter.add(req.role, cached=c.cached, prompt_tokens=c.prompt_tokens,
-                           completion_tokens=c.completion_tokens)
+                           completion_tokens=c.completion_tokens, usd=c.usd)
         return out
 
     async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:

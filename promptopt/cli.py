@@ -51,6 +51,8 @@ CACHE = typer.Option(None, "--cache", help="Cache file (default: <runs-dir>/cach
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the response cache.")
 MAX_CONCURRENCY = typer.Option(None, "--max-concurrency", help="openai: models: requests in flight (default 8).")
 TIMEOUT = typer.Option(None, "--timeout", help="openai: models: seconds before a request is given up and retried.")
+ROUTER = typer.Option(None, "--router", help="litellm: models: a router file (.toml, or .yaml with PyYAML) listing "
+                      "deployments; --model litellm:<model_name> then spreads calls over them.")
 
 
 @contextmanager
@@ -91,9 +93,9 @@ def _labels(labels: Optional[str]) -> list[str] | None:
 
 
 def _model_options(base_url: Optional[str], max_concurrency: Optional[int] = None,
-                   timeout: Optional[float] = None) -> dict[str, Any]:
-    """Endpoint options for openai: models; only what was given, so other backends get none."""
-    given = {"base_url": base_url, "max_concurrency": max_concurrency, "timeout": timeout}
+                   timeout: Optional[float] = None, router: Optional[Path] = None) -> dict[str, Any]:
+    """Endpoint options for openai: and litellm: models; only what was given, so other backends get none."""
+    given = {"base_url": base_url, "max_concurrency": max_concurrency, "timeout": timeout, "router": router}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -135,6 +137,7 @@ def optimize(
     base_url: Optional[str] = BASE_URL,
     max_concurrency: Optional[int] = MAX_CONCURRENCY,
     timeout: Optional[float] = TIMEOUT,
+    router: Optional[Path] = ROUTER,
     optimizer_base_url: Optional[str] = typer.Option(None, "--optimizer-base-url",
                                                      help="Endpoint of the optimizer model."),
     param: list[str] = typer.Option([], "--param", "-p", help="Strategy hyper-parameter name=value (repeatable)."),
@@ -172,7 +175,7 @@ def optimize(
             strategy_params=_parse_params(param), n_train=n_train, n_dev=n_dev, n_test=n_test,
             data_dir=data_dir, offline=offline, input_field=input_field, target_field=target_field,
             metric=metric, labels=_labels(labels), runs_dir=runs_dir, run_id=run_id,
-            cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url, max_concurrency, timeout),
+            cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url, max_concurrency, timeout, router),
             optimizer_options=_model_options(optimizer_base_url) or None)
         if dry_run:
             spend_keys = ("optimizer_model", "budget", "seed", "answer_mode", "strategy_params", "n_train", "n_dev",

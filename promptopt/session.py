@@ -21,6 +21,9 @@ def backend_options_from_env(model: str | Backend, options: Mapping[str, Any] | 
 
     For ``openai:`` models: ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` unless given.
     For ``llamacpp:`` models: ``PROMPTOPT_LLAMACPP_THREADS`` (CPU threads) unless given.
+    For ``litellm:`` models with a ``router`` (a file path is read here): the keys of the
+    variables its deployments name in ``api_key_env``, as ``api_keys``, unless given.
+    Without a router, litellm finds a hosted provider's key itself.
     """
     env = os.environ if env is None else env
     opts = dict(options or {})
@@ -35,6 +38,13 @@ def backend_options_from_env(model: str | Backend, options: Mapping[str, Any] | 
             opts["base_url"] = env["OPENAI_BASE_URL"]
         if "api_key" not in opts and env.get("OPENAI_API_KEY"):
             opts["api_key"] = env["OPENAI_API_KEY"]
+    if isinstance(model, str) and model.startswith("litellm:") and opts.get("router") is not None:
+        from promptopt.backends._router_config import load_router_config, router_key_envs, validate_router_config
+        router = opts["router"]
+        router = opts["router"] = (validate_router_config(router) if isinstance(router, Mapping)
+                                   else load_router_config(router))
+        if "api_keys" not in opts:
+            opts["api_keys"] = {name: env[name] for name in router_key_envs(router) if env.get(name)}
     return opts
 
 

@@ -86,13 +86,14 @@ class ScoreRequest:
 
 @dataclass(frozen=True)
 class Completion:
-    """A generated reply and what it cost."""
+    """A generated reply and what it cost (``usd``: dollars, 0 where the backend knows no price)."""
 
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str = "stop"
     cached: bool = False
+    usd: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ A model is named ``backend:model``:
 
 * ``llamacpp:smollm2`` (default, embedded, offline) or ``llamacpp:/path/model.gguf``;
 * ``openai:<model>`` — any OpenAI-compatible endpoint (``base_url`` option);
+* ``litellm:<provider>/<model>`` — the providers litellm covers (``api_base`` option), or
+  ``litellm:<model_name>`` with a ``router`` config spreading calls over many endpoints;
 * ``fake:<name>`` — :class:`~promptopt.testing.FakeBackend`, for tests.
 """
 
@@ -19,7 +21,7 @@ from promptopt.exceptions import ConfigError, UnknownNameError
 __all__ = ["BACKENDS", "Backend", "CachedBackend", "Capabilities", "ResponseCache", "RetryPolicy",
            "RetryingBackend", "make_backend", "parse_model_string"]
 
-BACKENDS = ("llamacpp", "openai", "fake")
+BACKENDS = ("llamacpp", "openai", "litellm", "fake")
 
 
 def parse_model_string(model: str) -> tuple[str, str]:
@@ -52,6 +54,11 @@ def make_backend(model: str | Backend, **options: Any) -> Backend:
         if backend == "openai":
             from promptopt.backends.openai import OpenAIBackend
             return OpenAIBackend(model=name, **options)
+        if backend == "litellm":
+            from promptopt.backends.litellm import LiteLLMBackend
+            if "base_url" in options:  # the CLI's --base-url is litellm's api_base
+                options["api_base"] = options.pop("base_url")
+            return LiteLLMBackend(name, **options)
         from promptopt.testing import FakeBackend
         return FakeBackend(name, **options)
     except TypeError as exc:
