@@ -9,11 +9,10 @@ from typing import Any
 
 from promptopt.backends import Backend
 from promptopt.budget import Budget
-from promptopt.evaluator import check_answer_mode, resolve_answer_mode
-from promptopt.exceptions import ConfigError
+from promptopt.evaluator import resolve_answer_mode
 from promptopt.session import Session
-from promptopt.strategies import Strategy, get_strategy
-from promptopt.task_options import TaskOptions, load_task_from_options
+from promptopt.strategies import Strategy
+from promptopt.task_options import TaskOptions, check_run_inputs
 from promptopt.tasks import Task
 
 __all__ = ["Estimate", "estimate"]
@@ -84,15 +83,10 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     """
     from promptopt.run import default_budget
 
-    strat = get_strategy(strategy, dict(strategy_params or {}))
-    strat.validate()
-    if budget is not None and not isinstance(budget, Budget):
-        raise ConfigError(f"budget must be a promptopt.Budget; got {budget!r}")
     options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
-    task_obj = load_task_from_options(task, options)
-    check_answer_mode(task_obj, answer_mode)
+    strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
     with Session(model, optimizer_model, budget=Budget(), cache_path=None, model_options=model_options,
                  optimizer_options=optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, answer_mode)

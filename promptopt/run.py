@@ -19,15 +19,15 @@ from typing import Any
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.context import Context
-from promptopt.evaluator import Evaluator, check_answer_mode, resolve_answer_mode
-from promptopt.exceptions import BudgetExhausted, CapabilityError, ConfigError
+from promptopt.evaluator import Evaluator, resolve_answer_mode
+from promptopt.exceptions import BudgetExhausted, CapabilityError
 from promptopt.history import History
 from promptopt.prompt import Prompt
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
-from promptopt.strategies import Strategy, get_strategy
-from promptopt.task_options import TaskOptions, load_task_from_options
+from promptopt.strategies import Strategy
+from promptopt.task_options import TaskOptions, check_run_inputs
 from promptopt.tasks import Task
 
 __all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
@@ -198,15 +198,10 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         ConfigError: bad input (names, sizes, budget, data); nothing is spent.
         BackendError: a call failed for good (e.g. a bad API key); finished calls stay cached.
     """
-    strat = get_strategy(strategy, dict(strategy_params or {}))
-    strat.validate()
-    if budget is not None and not isinstance(budget, Budget):
-        raise ConfigError(f"budget must be a promptopt.Budget; got {budget!r}")
     options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
-    task_obj = load_task_from_options(task, options)
-    check_answer_mode(task_obj, answer_mode)
+    strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,

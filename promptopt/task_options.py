@@ -6,12 +6,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from promptopt.budget import Budget
 from promptopt.exceptions import ConfigError
 from promptopt.tasks import Task, default_data_dir, load_task
 
-__all__ = ["TaskOptions", "load_task_from_options", "resolve_data_dir"]
+if TYPE_CHECKING:
+    from promptopt.strategies import Strategy
+
+__all__ = ["TaskOptions", "check_run_inputs", "load_task_from_options", "resolve_data_dir"]
 
 
 def resolve_data_dir(data_dir: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
@@ -52,6 +56,23 @@ class TaskOptions:
         return {"n_train": self.n_train, "n_dev": self.n_dev, "n_test": self.n_test,
                 "input_field": self.input_field, "target_field": self.target_field,
                 "metric": self.metric, "labels": list(self.labels) if self.labels else None}
+
+
+def check_run_inputs(task: str | Task, strategy: str | Strategy, strategy_params: Mapping[str, Any] | None,
+                     budget: Budget | None, answer_mode: str, options: TaskOptions) -> tuple[Strategy, Task]:
+    """Everything about a run that can be checked before a backend is opened: strategy and its
+    parameters, the budget's type, the task and its data, the answer mode. Returns the strategy
+    and the loaded task."""
+    from promptopt.evaluator import check_answer_mode
+    from promptopt.strategies import get_strategy
+
+    strat = get_strategy(strategy, dict(strategy_params or {}))
+    strat.validate()
+    if budget is not None and not isinstance(budget, Budget):
+        raise ConfigError(f"budget must be a promptopt.Budget; got {budget!r}")
+    task_obj = load_task_from_options(task, options)
+    check_answer_mode(task_obj, answer_mode)
+    return strat, task_obj
 
 
 def load_task_from_options(task: str | Task, options: TaskOptions,

@@ -7,7 +7,6 @@ connections) are retried; a bad request or a missing key fails at once. A
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from promptopt._loop import gather_or_cancel
 from promptopt.backends._base import Backend
 from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
@@ -100,15 +100,7 @@ class RetryingBackend(Backend):
         async def one(req: Any) -> T:
             return (await self._call(lambda: send([req])))[0]
 
-        tasks = [asyncio.ensure_future(one(r)) for r in requests]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            # One request failed for good: stop its siblings and wait, so none outlives the call.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await gather_or_cancel(one(r) for r in requests)
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
         return await self._fan_out(requests, self.inner.agenerate)

@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from promptopt._loop import gather_or_cancel
 from promptopt.backends._base import Backend, Capabilities
 from promptopt.backends._router_config import load_router_config, router_arguments, validate_router_config
 from promptopt.backends.openai import RateLimitedError, _parse_retry_after
@@ -218,15 +219,8 @@ class LiteLLMBackend(Backend):
         if not requests:
             return []
         session, semaphore = self._state_for_running_loop()
-        tasks = [asyncio.ensure_future(self._generate_one(session, semaphore, r)) for r in requests]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            # One failure fails the batch: stop paying for the rest.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        # One failure fails the batch: the rest are cancelled, not paid for.
+        return await gather_or_cancel(self._generate_one(session, semaphore, r) for r in requests)
 
     async def aclose(self) -> None:
         """Close the HTTP session and litellm's logging task; call it on the loop that made the requests."""

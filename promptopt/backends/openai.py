@@ -24,6 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from promptopt._loop import gather_or_cancel
 from promptopt.backends._base import Backend, Capabilities
 from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, Request
@@ -132,16 +133,8 @@ class OpenAIBackend(Backend):
         if not requests:
             return []
         client, semaphore = self._client_for_running_loop()
-        tasks = [asyncio.ensure_future(self._generate_one(client, semaphore, r))
-                 for r in requests]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            # One failure fails the batch: stop paying for the rest.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        # One failure fails the batch: the rest are cancelled, not paid for.
+        return await gather_or_cancel(self._generate_one(client, semaphore, r) for r in requests)
 
     async def aclose(self) -> None:
         """Close the HTTP client; call it on the loop that made the requests."""
