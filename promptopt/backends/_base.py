@@ -7,10 +7,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptopt.exceptions import CapabilityError
+from promptopt.exceptions import CapabilityError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
-__all__ = ["Backend", "Capabilities"]
+__all__ = ["Backend", "Capabilities", "check_endpoint_limits"]
+
+
+def check_endpoint_limits(owner: str, max_concurrency: object, timeout: object) -> None:
+    """The checks every remote backend makes on its concurrency and timeout settings."""
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+        raise ConfigError(f"the `max_concurrency` parameter of {owner} must be an int >= 1; "
+                          f"got {max_concurrency!r} (e.g. --max-concurrency 8)")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigError(f"the `timeout` parameter of {owner} must be a number > 0; got {timeout!r} "
+                          "(e.g. --timeout 60)")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from promptopt._loop import gather_or_cancel
-from promptopt.backends._base import Backend, Capabilities
+from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits
 from promptopt.backends._router_config import load_router_config, router_arguments, validate_router_config
 from promptopt.backends.openai import RateLimitedError, _parse_retry_after
 from promptopt.exceptions import BackendError, ConfigError
@@ -146,11 +146,7 @@ class LiteLLMBackend(Backend):
         router: Mapping[str, Any] | str | os.PathLike[str] | None = None,
         api_keys: Mapping[str, str] | None = None,
     ) -> None:
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigError("the `max_concurrency` parameter of LiteLLMBackend must be an int >= 1; "
-                              f"got {max_concurrency!r}")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"the `timeout` parameter of LiteLLMBackend must be a number > 0; got {timeout!r}")
+        check_endpoint_limits("LiteLLMBackend", max_concurrency, timeout)
         if not isinstance(model, str) or not model.strip():
             raise ConfigError(f"the `model` parameter of LiteLLMBackend must be a model name; got {model!r}; "
                               + _MODEL_SHAPE)

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from promptopt._loop import gather_or_cancel
-from promptopt.backends._base import Backend, Capabilities
+from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits
 from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, Request
 
@@ -96,13 +96,7 @@ class OpenAIBackend(Backend):
         max_concurrency: int = 8,
         timeout: float = 120.0,
     ) -> None:
-        if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ConfigError(
-                "the `max_concurrency` parameter of OpenAIBackend must be an int >= 1; "
-                f"got {max_concurrency!r}")
-        if not timeout > 0:
-            raise ConfigError(
-                f"the `timeout` parameter of OpenAIBackend must be a number > 0; got {timeout!r}")
+        check_endpoint_limits("OpenAIBackend", max_concurrency, timeout)
         self.model = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.max_concurrency = max_concurrency

@@ -7,17 +7,17 @@ import importlib.util
 import math
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from backend_calls import generate
 
 from promptopt.backends.litellm import LiteLLMBackend, RateLimitedError, _litellm, key_env_names
 from promptopt.budget import Meter, MeteredBackend
 from promptopt.exceptions import BackendError, CapabilityError, ConfigError
 from promptopt.testing.fault_server import FaultPlan, run_fault_server
 from promptopt.testing.llama_server import free_port
-from promptopt.types import Completion, Message, Request, ScoreRequest
+from promptopt.types import Message, Request, ScoreRequest
 
 # Not importorskip: litellm must be imported by the backend, which first points it at its offline price map.
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("litellm") is None,
@@ -31,16 +31,6 @@ def ask(text: str, **kwargs: Any) -> Request:
     return Request(messages=(Message("user", text),), **{"max_tokens": 8, **kwargs})
 
 
-def generate(backend: Any, *batches: Sequence[Request]) -> list[list[Completion]]:
-    """Run each batch in turn on one event loop, then close the backend."""
-
-    async def main() -> list[list[Completion]]:
-        try:
-            return [await backend.agenerate(batch) for batch in batches]
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
 
 
 def fails_with(backend: LiteLLMBackend, *requests: Request) -> BackendError:

@@ -6,11 +6,12 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
+from backend_calls import generate
 
 from promptopt.backends.openai import OpenAIBackend, RateLimitedError
 from promptopt.exceptions import BackendError, CapabilityError, ConfigError
@@ -25,16 +26,6 @@ def ask(text: str, **kwargs: Any) -> Request:
     return Request(messages=(Message("user", text),), **{"max_tokens": 12, **kwargs})
 
 
-def generate(backend: OpenAIBackend, *batches: Sequence[Request]) -> list[list[Completion]]:
-    """Run each batch in turn on one event loop, then close the backend."""
-
-    async def main() -> list[list[Completion]]:
-        try:
-            return [await backend.agenerate(batch) for batch in batches]
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
 
 
 def fails_with(backend: OpenAIBackend, request: Request) -> BackendError:
@@ -248,3 +239,16 @@ def test_concurrency_is_bounded(fake_url: str) -> None:
     [completions] = generate(backend, [ask(str(i)) for i in range(6)])
     assert len(completions) == 6
     assert FakeEndpoint.max_in_flight == 2
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"max_concurrency": 0}, "max_concurrency"), ({"max_concurrency": True}, "max_concurrency"),
+    ({"timeout": 0}, "timeout"), ({"timeout": "60"}, "timeout"), ({"timeout": False}, "timeout"),
+])
+def test_endpoint_limits_are_checked_with_one_message(kwargs: dict[str, Any], fragment: str) -> None:
+    from promptopt.backends.litellm import LiteLLMBackend
+
+    for make in (lambda: OpenAIBackend(model="m", **kwargs),
+                 lambda: LiteLLMBackend("openai/m", api_base="http://127.0.0.1:9/v1", **kwargs)):
+        with pytest.raises(ConfigError, match=f"`{fragment}` parameter of (OpenAI|LiteLLM)Backend"):
+            make()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from backend_calls import generate
 
 from promptopt.backends import RetryPolicy
 from promptopt.backends._router_config import (
@@ -186,14 +186,6 @@ def ask(text: str) -> Request:
     return Request(messages=(Message("user", text),), max_tokens=4)
 
 
-def generate(backend: LiteLLMBackend, *batches: Sequence[Request]) -> list[list[Completion]]:
-    async def main() -> list[list[Completion]]:
-        try:
-            return [await backend.agenerate(batch) for batch in batches]
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
 
 
 def router_over(*servers: FaultServer, **extra: Any) -> dict[str, Any]:
