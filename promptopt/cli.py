@@ -159,6 +159,9 @@ def optimize(
     cache: Optional[Path] = CACHE, no_cache: bool = NO_CACHE,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
+    mlflow: bool = typer.Option(False, "--mlflow", help="Also log the run to MLflow (params, metrics per step, "
+                                "best prompt; store from MLFLOW_TRACKING_URI; extra promptopt[mlflow])."),
+    mlflow_experiment: str = typer.Option("promptopt", "--mlflow-experiment", help="MLflow experiment name."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check the options and print the most the run "
                                  "could spend (calls, tokens, dollars), without calling any model."),
 ) -> None:
@@ -185,7 +188,8 @@ def optimize(
             return
         view = _ProgressView() if progress else None
         try:
-            result = run_optimize(task, strategy, model, on_event=view, **kwargs)
+            result = run_optimize(task, strategy, model, on_event=view,
+                                  mlflow=mlflow_experiment if mlflow else False, **kwargs)
         finally:
             if view is not None:
                 view.stop()

@@ -20,7 +20,7 @@ from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.context import Context
 from promptopt.evaluator import Evaluator, resolve_answer_mode
-from promptopt.exceptions import BudgetExhausted, CapabilityError
+from promptopt.exceptions import BudgetExhausted, CapabilityError, ConfigError
 from promptopt.history import History
 from promptopt.prompt import Prompt
 from promptopt.session import Session
@@ -162,7 +162,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              runs_dir: str | Path = "runs", run_id: str | None = None, cache: bool | str | Path = True,
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
-             retry: RetryPolicy | None = None, on_event: EventCallback | None = None) -> Result:
+             retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
+             mlflow: bool | str = False) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Args:
@@ -190,6 +191,9 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
             ``max_concurrency``, ``timeout`` for ``openai:``; ``n_threads`` for ``llamacpp:``).
         retry: how transient failures are retried (default: :class:`RetryPolicy`()).
         on_event: called with every event as it is logged (progress displays).
+        mlflow: also log the run to MLflow (extra ``promptopt[mlflow]``): True for the
+            experiment ``promptopt``, or an experiment name. The store is MLflow's
+            choice (``MLFLOW_TRACKING_URI``).
 
     Returns:
         The :class:`Result`, also written to ``runs/<id>/result.json``.
@@ -198,6 +202,12 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         ConfigError: bad input (names, sizes, budget, data); nothing is spent.
         BackendError: a call failed for good (e.g. a bad API key); finished calls stay cached.
     """
+    if mlflow is not False and not (mlflow is True or (isinstance(mlflow, str) and mlflow.strip())):
+        raise ConfigError(f"mlflow must be True, False or an experiment name; got {mlflow!r}")
+    if mlflow:
+        from promptopt.mlflow_logging import _import_mlflow
+
+        _import_mlflow()  # a missing package is bad input, found before anything is spent
     options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
@@ -216,14 +226,41 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": budget.to_dict(), "seed": seed, "answer_mode": mode,
                   "task_options": options.to_config()}
-        store = RunStore(runs_path / (run_id or _config_id(config)))
-        store.write_json("config.json", config)
-        store.start_events()
+        run_dir = runs_path / (run_id or _config_id(config))
+        tracker = None
+        if mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
+            from promptopt.mlflow_logging import MlflowTracker
+
+            tracker = MlflowTracker(config, run_dir, experiment="promptopt" if mlflow is True else str(mlflow))
+            on_event = _both(on_event, tracker)
+        store = None
         try:
-            return _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=seed,
-                                 store=store, on_event=on_event), config)
+            store = RunStore(run_dir)
+            store.write_json("config.json", config)
+            store.start_events()
+            result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=seed,
+                                   store=store, on_event=on_event), config)
+        except BaseException:
+            if tracker is not None:
+                tracker.finish(None)
+            raise
         finally:
-            store.close()
+            if store is not None:
+                store.close()
+        if tracker is not None:
+            tracker.finish(result)
+        return result
+
+
+def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
+    if first is None:
+        return second
+
+    def both(event: dict[str, Any]) -> None:
+        first(event)
+        second(event)
+
+    return both
 
 
 def _execute(run: _Run, config: dict[str, Any]) -> Result:

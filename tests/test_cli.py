@@ -73,6 +73,14 @@ def _rows(n: int, input_key: str = "input") -> str:
     return "".join(json.dumps({input_key: f"q{i}", "target": f"a{i}"}) + "\n" for i in range(n))
 
 
+#: one valid deployment of a router file (lines 1-5)
+_DEPLOYMENT = '[[deployments]]\nname = "a"\nmodel_name = "m"\nmodel = "openai/x"\napi_base = "http://127.0.0.1:9/v1"\n'
+
+
+def _routed(router_file: str) -> list[str]:
+    return ["optimize", "--model", "litellm:m", "--task", "synthetic:sentiment", "--router", router_file]
+
+
 # Each case: (id, argv builder given tmp_path, fragments the one-line message must contain;
 # "{tmp}" stands for tmp_path).
 BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
@@ -179,6 +187,25 @@ BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
                 "--prompt-file", _write(p / "bad.json", "{not json")],
      ["bad.json", "not valid JSON", "line 1"]),
     ("evaluate-unknown-task", lambda p: ["evaluate", "--model", "fake:x", "--task", "nope"], ["'nope'", "gsm8k"]),
+    # router files (litellm: models): the message names the file, the line and the field
+    ("router-file-missing", lambda p: _routed(str(p / "none.toml")), ["none.toml", "--router"]),
+    ("router-file-bad-suffix", lambda p: _routed(_write(p / "router.json", "{}")), ["router.json", ".toml"]),
+    ("router-file-not-toml",
+     lambda p: _routed(_write(p / "router.toml", '[[deployments]]\nname = "a"\nmodel = "openai/x\n')),
+     ["router.toml line 3", "not valid TOML"]),
+    ("router-deployment-without-api-base",
+     lambda p: _routed(_write(p / "router.toml", _DEPLOYMENT + '\n[[deployments]]\nname = "b"\nmodel_name = "m"\n'
+                                                 'model = "openai/x"\n')),
+     ["router.toml line 7", "deployment 'b' has no api_base"]),
+    ("router-misspelt-field",
+     lambda p: _routed(_write(p / "router.toml", _DEPLOYMENT.replace("api_base", "api_bse"))),
+     ["router.toml line 5", "unknown field 'api_bse'"]),
+    ("router-fallback-to-nothing",
+     lambda p: _routed(_write(p / "router.toml", _DEPLOYMENT + '\n[fallbacks]\nm = ["nope"]\n')),
+     ["router.toml line 8", "fallbacks.m names 'nope'"]),
+    ("router-key-in-file",
+     lambda p: _routed(_write(p / "router.toml", _DEPLOYMENT + 'api_key = "sk-in-the-file-123"\n')),
+     ["router.toml line 6", "api_key_env"]),
 ]
 
 
@@ -206,6 +233,7 @@ def test_bad_input_is_one_line_exit_2(cli: Callable[..., Result], tmp_path: Path
     args = make_args(tmp_path)
     result = cli(*args, *(["--no-progress"] if args[0] == "optimize" else []))
     _assert_one_line_error(result, [f.replace("{tmp}", str(tmp_path)) for f in fragments])
+    assert "sk-in-the-file" not in result.output  # a key found in a router file is never echoed
     runs = tmp_path / "runs"
     assert not runs.exists() or not [p for p in runs.iterdir() if p.is_dir()], list(runs.iterdir())
 

@@ -9,13 +9,16 @@ outside the budget by design.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import optimize
+from reliability_helpers import APO, SEED, TASK, optimize
 
+import promptopt
 from promptopt import Budget
 from promptopt.budget import Meter
 from promptopt.testing.fault_server import FaultPlan, FaultServer, run_fault_server
@@ -36,13 +39,14 @@ class SearchSnapshot:
     def __init__(self, server: FaultServer) -> None:
         self.server = server
         self.bodies: list[dict[str, Any]] = []
-        self.tokens = 0
+        self.tokens = self.prompt_tokens = self.completion_tokens = 0
 
     def __call__(self, event: dict[str, Any]) -> None:
         if event["type"] == "budget_exhausted":
             stats = self.server.stats
             assert stats.in_flight == 0  # the search is over: nothing of it still on the wire
             self.bodies, self.tokens = list(stats.bodies), stats.tokens
+            self.prompt_tokens, self.completion_tokens = stats.prompt_tokens, stats.completion_tokens
 
     def count(self, role: Role) -> int:
         return sum(1 for b in self.bodies if is_optimizer(b) == (role == "optimizer"))
@@ -105,3 +109,42 @@ def test_token_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.Monk
     last_batch = admitted[-1][1]
     print(f"\ntoken cap {cap}: {spent} tokens spent in the search ({spent - cap} over, from the last "
           f"admitted batch of {last_batch} calls, admitted at {admitted[-1][0]} tokens)")
+
+
+def test_dollar_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # litellm prices each reply from its offline price map (gpt-4o-mini's price, served by the fault
+    # server); the meter admits a batch only while less than the cap has been spent, so, as with
+    # tokens, the batch admitted last may end past the cap, never one admitted after it.
+    if importlib.util.find_spec("litellm") is None:
+        pytest.skip("litellm is not installed (extra promptopt[litellm])")
+    from promptopt.backends.litellm import _litellm
+
+    litellm = _litellm()  # with the offline price map
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-placeholder")
+    admitted: list[tuple[float, int]] = []
+    reserve = Meter.reserve
+
+    def recording_reserve(self: Meter, role: Role, n_calls: int) -> None:
+        usd = self.usage.usd
+        reserve(self, role, n_calls)
+        if self.enforce and n_calls:
+            admitted.append((usd, n_calls))
+
+    monkeypatch.setattr(Meter, "reserve", recording_reserve)
+    cap = 0.0006
+    snapshot = SearchSnapshot(server)
+    result = promptopt.optimize(
+        TASK, "apo", "litellm:openai/gpt-4o-mini", answer_mode="generate", strategy_params=APO, seed=SEED,
+        runs_dir=tmp_path, model_options={"api_base": server.base_url, **CONCURRENCY}, budget=Budget(usd=cap),
+        cache=False, on_event=snapshot, **SIZES)
+    assert "dollar cap" in (result.stopped_by or "")
+    assert all(usd < cap for usd, _ in admitted)
+    assert sum(n for _, n in admitted) == len(snapshot.bodies)
+    assert server.stats.max_in_flight == 16
+    # The meter's dollars are the price of exactly the tokens the server served in the search.
+    prompt_usd, completion_usd = litellm.cost_per_token(model="gpt-4o-mini", prompt_tokens=1, completion_tokens=1)
+    served = prompt_usd * snapshot.prompt_tokens + completion_usd * snapshot.completion_tokens
+    spent = result.usage["search"]["target"]["usd"] + result.usage["search"]["optimizer"]["usd"]
+    assert math.isclose(spent, served, rel_tol=1e-9) and spent >= cap
+    print(f"\ndollar cap ${cap}: ${spent:.6f} spent in the search over {len(snapshot.bodies)} requests, "
+          f"last batch of {admitted[-1][1]} admitted at ${admitted[-1][0]:.6f}")
