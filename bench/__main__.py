@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-from bench import strategies
-
-BENCHMARKS = {"strategies": strategies.main}
+#: benchmark name -> its module (each has ``main(argv) -> int``); imported only when run
+BENCHMARKS = {
+    "strategies": "bench.strategies",  # seed prompt vs each strategy at an equal budget
+    "backends": "bench.backends",  # requests/s of evaluate vs a bare client; in-process vs server
+    "throughput": "bench.backends",  # the same benchmark, under the name the peer comparison uses
+    "quality": "bench.quality",  # promptopt vs DSPy optimizers on the same server and budget
+    "overhead": "bench.overhead",  # engine microseconds per evaluation vs DSPy Evaluate
+    "replay": "bench.replay",  # cached rerun and kill -9 + resume vs an uninterrupted run
+}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
         print(f"usage: python -m bench {{{','.join(BENCHMARKS)}}} [options]  (see bench/README.md)", file=sys.stderr)
         return 2
-    return BENCHMARKS[argv[0]](argv[1:])
+    module = importlib.import_module(BENCHMARKS[argv[0]])
+    return int(module.main(argv[1:]))
 
 
 if __name__ == "__main__":
