@@ -51,6 +51,10 @@ CACHE = typer.Option(None, "--cache", help="Cache file (default: <runs-dir>/cach
 NO_CACHE = typer.Option(False, "--no-cache", help="Do not read or write the response cache.")
 MAX_CONCURRENCY = typer.Option(None, "--max-concurrency", help="openai: models: requests in flight (default 8).")
 TIMEOUT = typer.Option(None, "--timeout", help="openai: models: seconds before a request is given up and retried.")
+REQUESTS_PER_SECOND = typer.Option(None, "--requests-per-second", help="Any model: start at most this many "
+                                    "requests per second, evenly spaced (retries included).")
+TOKENS_PER_MINUTE = typer.Option(None, "--tokens-per-minute", help="Any model: send no new request while the "
+                                 "replies of the last 60 s used this many tokens.")
 ROUTER = typer.Option(None, "--router", help="litellm: models: a router file (.toml, or .yaml with PyYAML) listing "
                       "deployments; --model litellm:<model_name> then spreads calls over them.")
 
@@ -93,9 +97,12 @@ def _labels(labels: Optional[str]) -> list[str] | None:
 
 
 def _model_options(base_url: Optional[str], max_concurrency: Optional[int] = None,
-                   timeout: Optional[float] = None, router: Optional[Path] = None) -> dict[str, Any]:
-    """Endpoint options for openai: and litellm: models; only what was given, so other backends get none."""
-    given = {"base_url": base_url, "max_concurrency": max_concurrency, "timeout": timeout, "router": router}
+                   timeout: Optional[float] = None, router: Optional[Path] = None,
+                   requests_per_second: Optional[float] = None,
+                   tokens_per_minute: Optional[int] = None) -> dict[str, Any]:
+    """Endpoint and throttle options; only what was given, so backends that take none get none."""
+    given = {"base_url": base_url, "max_concurrency": max_concurrency, "timeout": timeout, "router": router,
+             "requests_per_second": requests_per_second, "tokens_per_minute": tokens_per_minute}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -138,6 +145,8 @@ def optimize(
     max_concurrency: Optional[int] = MAX_CONCURRENCY,
     timeout: Optional[float] = TIMEOUT,
     router: Optional[Path] = ROUTER,
+    requests_per_second: Optional[float] = REQUESTS_PER_SECOND,
+    tokens_per_minute: Optional[int] = TOKENS_PER_MINUTE,
     optimizer_base_url: Optional[str] = typer.Option(None, "--optimizer-base-url",
                                                      help="Endpoint of the optimizer model."),
     param: list[str] = typer.Option([], "--param", "-p", help="Strategy hyper-parameter name=value (repeatable)."),
@@ -178,7 +187,8 @@ def optimize(
             strategy_params=_parse_params(param), n_train=n_train, n_dev=n_dev, n_test=n_test,
             data_dir=data_dir, offline=offline, input_field=input_field, target_field=target_field,
             metric=metric, labels=_labels(labels), runs_dir=runs_dir, run_id=run_id,
-            cache=_cache_arg(cache, no_cache), model_options=_model_options(base_url, max_concurrency, timeout, router),
+            cache=_cache_arg(cache, no_cache), model_options=_model_options(
+                base_url, max_concurrency, timeout, router, requests_per_second, tokens_per_minute),
             optimizer_options=_model_options(optimizer_base_url) or None)
         if dry_run:
             spend_keys = ("optimizer_model", "budget", "seed", "answer_mode", "strategy_params", "n_train", "n_dev",

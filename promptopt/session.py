@@ -1,4 +1,10 @@
-"""Builds the backend stack for a run: backend → retry → cache → meter, on one event loop."""
+"""Builds the backend stack for a run, on one event loop.
+
+From the model outwards: backend → throttle (only with limits set) → retry →
+in-flight merging → cache → meter. Retries pass through the throttle; a
+request already on the wire is never sent again by a concurrent batch; the
+meter sees every logical call, replayed or paid.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,24 @@ from typing import Any
 
 from promptopt._loop import LoopThread
 from promptopt.backends import Backend, CachedBackend, ResponseCache, RetryingBackend, RetryPolicy, make_backend
+from promptopt.backends._inflight import DedupingBackend
+from promptopt.backends._throttle import Throttle, ThrottledBackend
 from promptopt.budget import Budget, Meter, MeteredBackend
 from promptopt.exceptions import ConfigError
 
-__all__ = ["Session", "backend_options_from_env"]
+__all__ = ["THROTTLE_OPTIONS", "Session", "backend_options_from_env", "split_throttle"]
+
+#: options of the shared call layer, not of any one backend
+THROTTLE_OPTIONS = ("max_in_flight", "requests_per_second", "tokens_per_minute")
+
+
+def split_throttle(options: Mapping[str, Any]) -> tuple[Throttle, dict[str, Any]]:
+    """The throttle settings among a model's options, and the options left for its backend."""
+    rest = dict(options)
+    throttle = Throttle(**{k: rest.pop(k) for k in THROTTLE_OPTIONS if rest.get(k) is not None})
+    for k in THROTTLE_OPTIONS:
+        rest.pop(k, None)
+    return throttle, rest
 
 
 def backend_options_from_env(model: str | Backend, options: Mapping[str, Any] | None,
@@ -63,22 +83,26 @@ class Session:
         self.meter = Meter(budget)
         self.cache: ResponseCache | None = None
         try:
-            raw_target = make_backend(model, **backend_options_from_env(model, model_options))
+            target_throttle, target_opts = split_throttle(backend_options_from_env(model, model_options))
+            raw_target = make_backend(model, **target_opts)
             same = optimizer_model is None or (optimizer_model == model and not optimizer_options)
-            raw_optimizer = raw_target if same else make_backend(
-                optimizer_model, **backend_options_from_env(optimizer_model, optimizer_options))  # type: ignore[arg-type]
+            optimizer_throttle, optimizer_opts = (target_throttle, {}) if same else split_throttle(
+                backend_options_from_env(optimizer_model, optimizer_options))  # type: ignore[arg-type]
+            raw_optimizer = raw_target if same else make_backend(optimizer_model, **optimizer_opts)  # type: ignore[arg-type]
         except BaseException:
             self.close()
             raise
         self.cache = ResponseCache(cache_path) if cache_path else None
         self._raw = [raw_target] if raw_optimizer is raw_target else [raw_target, raw_optimizer]
-        self.target = self._wrap(raw_target)
-        self.optimizer = self.target if raw_optimizer is raw_target else self._wrap(raw_optimizer)
+        self.target = self._wrap(raw_target, target_throttle)
+        self.optimizer = self.target if raw_optimizer is raw_target else self._wrap(raw_optimizer, optimizer_throttle)
 
-    def _wrap(self, backend: Backend) -> MeteredBackend:
+    def _wrap(self, backend: Backend, throttle: Throttle) -> MeteredBackend:
         policy = self.retry
-        inner: Backend = RetryingBackend(backend, max_attempts=policy.max_attempts,
-                                         initial_wait=policy.initial_wait, max_wait=policy.max_wait)
+        inner = ThrottledBackend(backend, throttle) if throttle.limits else backend
+        inner = RetryingBackend(inner, max_attempts=policy.max_attempts,
+                                initial_wait=policy.initial_wait, max_wait=policy.max_wait)
+        inner = DedupingBackend(inner)
         if self.cache is not None:
             inner = CachedBackend(inner, self.cache)
         return MeteredBackend(inner, self.meter)

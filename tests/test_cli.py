@@ -187,6 +187,10 @@ BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
                 "--prompt-file", _write(p / "bad.json", "{not json")],
      ["bad.json", "not valid JSON", "line 1"]),
     ("evaluate-unknown-task", lambda p: ["evaluate", "--model", "fake:x", "--task", "nope"], ["'nope'", "gsm8k"]),
+    ("zero-requests-per-second", lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--requests-per-second", "0"],
+     ["requests_per_second", "got 0.0", "--requests-per-second"]),
+    ("negative-tokens-per-minute", lambda p: ["optimize", *FAST_OPTIMIZE[:4], "--tokens-per-minute", "-5"],
+     ["tokens_per_minute", "got -5", "--tokens-per-minute"]),
     # router files (litellm: models): the message names the file, the line and the field
     ("router-file-missing", lambda p: _routed(str(p / "none.toml")), ["none.toml", "--router"]),
     ("router-file-bad-suffix", lambda p: _routed(_write(p / "router.json", "{}")), ["router.json", ".toml"]),

@@ -1,0 +1,98 @@
+"""Identical requests in flight at the same time are sent once.
+
+Two batches running concurrently (say, two candidates that came out identical,
+or an optimizer asked the same thing twice) may ask for the same answer. The
+first to ask sends the request; the others wait for its answer, which reaches
+them marked ``cached=True`` so the meter does not count it as paid twice. This
+holds with or without the response cache: the cache merges requests it has
+answered before, this layer merges requests still on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from promptopt.backends._base import Backend
+from promptopt.backends._cache import cache_key
+from promptopt.types import Completion, LogProb, Request, ScoreRequest
+
+__all__ = ["DedupingBackend"]
+
+T = TypeVar("T", Completion, LogProb)
+
+
+class DedupingBackend(Backend):
+    """Sends each distinct request once while it is in flight; repeats await the first's answer.
+
+    If the first asker's request fails, every waiter gets the same error (it was
+    the same request); if the first asker is cancelled, the waiters send it
+    themselves.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name, self.model = inner.name, inner.model
+        self.capabilities = inner.capabilities
+        self._flights: dict[str, asyncio.Future[Any]] = {}
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        return await self._through(requests, self.inner.agenerate)
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
+        return await self._through(requests, self.inner.ascore)
+
+    async def _through(self, requests: Sequence[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
+        ident = self.inner.identity()
+        keys = [cache_key(ident, r.key_payload()) for r in requests]
+        answers: dict[str, T] = {}
+        pending = dict(zip(keys, requests, strict=True))
+        while pending:  # more than one pass only when a request we waited for was cancelled
+            lead = {k: r for k, r in pending.items() if k not in self._flights}
+            follow = {k: self._flights[k] for k in pending if k not in lead}
+            if lead:
+                answers.update(await self._lead(lead, send))
+            for key, flight in follow.items():
+                try:
+                    answers[key] = replace(await asyncio.shield(flight), cached=True)
+                except asyncio.CancelledError:
+                    if not flight.cancelled():
+                        raise  # we were cancelled ourselves
+                    continue  # its sender was cancelled: send it on the next pass
+            pending = {k: r for k, r in pending.items() if k not in answers}
+        out: list[T] = []
+        for key in keys:
+            answer = answers[key]
+            out.append(answer)
+            answers[key] = replace(answer, cached=True)  # a repeat within this batch was not paid again
+        return out
+
+    async def _lead(self, lead: dict[str, Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> dict[str, T]:
+        loop = asyncio.get_running_loop()
+        flights = {key: loop.create_future() for key in lead}
+        self._flights.update(flights)
+        try:
+            answers = await send(list(lead.values()))
+        except asyncio.CancelledError:
+            for flight in flights.values():
+                flight.cancel()
+            raise
+        except BaseException as exc:
+            for flight in flights.values():
+                flight.set_exception(exc)
+                flight.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        finally:
+            for key in flights:
+                self._flights.pop(key, None)
+        for flight, answer in zip(flights.values(), answers, strict=True):
+            flight.set_result(answer)
+        return dict(zip(lead, answers, strict=True))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
