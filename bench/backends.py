@@ -34,6 +34,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -168,13 +169,13 @@ def measure_fake(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]
         for c in (int(x) for x in args.concurrency.split(",")):
             task = _task(args.requests_per_slot * c, folder)
             options = {"base_url": url, "max_concurrency": c, "api_key": "bench"}
-            counter = iter(range(10**6))
+            caches = (folder / f"cache-{c}-{i}.sqlite" for i in range(args.repeats))  # a fresh, empty one each round
             cells = _median_rounds(
                 args.repeats,
-                bare=lambda: _bare_rps(url, "fake", task, c),
-                promptopt_cache=lambda: _promptopt_rps("openai:fake", options, task,
-                                                       folder / f"cache-{c}-{next(counter)}.sqlite"),
-                promptopt_no_cache=lambda: _promptopt_rps("openai:fake", options, task, None))
+                bare=partial(_bare_rps, url, "fake", task, c),
+                promptopt_cache=lambda task=task, options=options, caches=caches: _promptopt_rps(
+                    "openai:fake", options, task, next(caches)),
+                promptopt_no_cache=partial(_promptopt_rps, "openai:fake", options, task, None))
             row = {"server": f"fake {args.latency * 1000:.0f} ms", "concurrency": c, "requests": len(task.splits.test),
                    **{k: round(v, 1) for k, v in cells.items()},
                    "ratio_cache": round(cells["promptopt_cache"] / cells["bare"], 3),
@@ -193,8 +194,8 @@ def measure_llama(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]
             options = {"base_url": url, "max_concurrency": c, "api_key": "bench"}
             cells = _median_rounds(
                 args.repeats,
-                bare=lambda: _bare_rps(url, "smollm2", task, c),
-                promptopt_no_cache=lambda: _promptopt_rps("openai:smollm2", options, task, None))
+                bare=partial(_bare_rps, url, "smollm2", task, c),
+                promptopt_no_cache=partial(_promptopt_rps, "openai:smollm2", options, task, None))
             row = {"server": "llama_cpp.server SmolLM2", "concurrency": c, "requests": len(task.splits.test),
                    **{k: round(v, 2) for k, v in cells.items()},
                    "ratio_no_cache": round(cells["promptopt_no_cache"] / cells["bare"], 3)}
@@ -202,9 +203,9 @@ def measure_llama(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]
             rows.append(row)
     in_process = _median_rounds(args.repeats, rps=lambda: _promptopt_rps(
         "llamacpp:smollm2", {"n_threads": args.llama_threads}, task, None))["rps"]
+    server_c1 = float(rows[0]["promptopt_no_cache"])
     row = {"server": "in-process llama.cpp SmolLM2", "concurrency": 1, "requests": len(task.splits.test),
-           "promptopt_no_cache": round(in_process, 2),
-           "ratio_to_server_c1": round(in_process / rows[0]["promptopt_no_cache"], 3)}
+           "promptopt_no_cache": round(in_process, 2), "ratio_to_server_c1": round(in_process / server_c1, 3)}
     print(json.dumps(row), flush=True)
     rows.append(row)
     return rows
