@@ -164,7 +164,7 @@ def _median_rounds(repeats: int, **cells: Any) -> dict[str, float]:
 
 
 def measure_fake(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     with fake_server(args.latency) as url:
         for c in (int(x) for x in args.concurrency.split(",")):
             task = _task(args.requests_per_slot * c, folder)
@@ -187,7 +187,7 @@ def measure_fake(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]
 
 
 def measure_llama(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
-    rows = []
+    rows: list[dict[str, Any]] = []
     task = _task(args.llama_requests, folder)
     with run_llama_server(n_threads=args.llama_threads) as url:
         for c in (int(x) for x in args.llama_concurrency.split(",")):
