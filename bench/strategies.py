@@ -54,7 +54,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         runs_dir=job["out"] + "/runs", cache=job["out"] + "/cache.sqlite",
         model_options={"n_threads": 1})
     search = result.usage["search"]
-    return {**{k: job[k] for k in ("task", "mode", "seed", "strategy")},
+    return {**{k: job[k] for k in ("task", "mode", "seed", "strategy")}, "settings": _settings(job),
             "seed_dev": result.seed_dev, "best_dev": result.best_dev,
             "seed_test": result.seed_test.mean, "best_test": result.best_test.mean, "n_test": result.best_test.n,
             "target_calls": search["target"]["calls"], "optimizer_calls": search["optimizer"]["calls"],
@@ -63,10 +63,18 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             "seconds": round(time.monotonic() - started, 1)}
 
 
-def _done(rows_path: Path) -> set[tuple[str, str, int, str]]:
+def _settings(job: dict[str, Any]) -> dict[str, int]:
+    """What must match for two runs to sit in one table: the budget and the split sizes."""
+    return {k: job[k] for k in ("target_calls", "optimizer_calls", "n_dev", "n_test")}
+
+
+def _rows(rows_path: Path) -> list[dict[str, Any]]:
     if not rows_path.exists():
-        return set()
-    rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+        return []
+    return [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+
+
+def _done(rows: list[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
     return {(r["task"], r["mode"], r["seed"], r["strategy"]) for r in rows}
 
 
@@ -106,20 +114,26 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
-    done = _done(rows_path)
+    rows = _rows(rows_path)
+    done = _done(rows)
     data_dir = args.data_dir or str(Path(__file__).resolve().parents[2] / "shared" / "data")
+    # Whole (mode, task) blocks first, every seed and strategy, so a partial grid gives complete table cells.
     jobs = [dict(task=t, mode=m, seed=int(s), strategy=st,
                  target_calls=args.choice_target_calls if m == "choice" else args.target_calls,
                  optimizer_calls=args.optimizer_calls, n_dev=args.n_dev, n_test=args.n_test,
                  data_dir=data_dir, out=str(out))
-            for s in args.seeds.split(",") for t in args.tasks.split(",") for m in args.modes.split(",")
+            for m in args.modes.split(",") for t in args.tasks.split(",") for s in args.seeds.split(",")
             for st in args.strategies.split(",") if (t, m, int(s), st) not in done]
+    for row in rows:  # a resumed grid must keep the settings it started with
+        job = next((j for j in jobs if j["mode"] == row["mode"]), None)
+        if job is not None and row.get("settings") != _settings(job):
+            raise SystemExit(f"{rows_path} holds runs made with {row.get('settings')}; this command asks for "
+                             f"{_settings(job)}: use the same options, or another --out")
     print(f"{len(jobs)} runs to go ({len(done)} done) -> {out}")
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
         for row in pool.map(_run_one, jobs):
             with open(rows_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps({k: row[k] for k in ("task", "mode", "seed", "strategy", "best_test", "seconds")}))
-            rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
-            write_table(rows, out / "table.md")
+            write_table(_rows(rows_path), out / "table.md")
     return 0

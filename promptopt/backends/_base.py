@@ -33,12 +33,16 @@ class Capabilities:
             and loss-based strategies).
         max_concurrency: how many requests it usefully serves at once.
         seeds: honours a sampling seed, so samples at temperature > 0 repeat.
+        batches: an engine that serves a whole batch in one call (vLLM): the
+            layers above hand it up to ``max_concurrency`` requests at once
+            instead of one request per call.
     """
 
     chat: bool = True
     score: bool = False
     max_concurrency: int = 1
     seeds: bool = True
+    batches: bool = False
 
 
 class Backend(ABC):

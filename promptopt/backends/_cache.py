@@ -132,29 +132,35 @@ class CachedBackend(Backend):
         """Send each miss and store its answer the moment it arrives.
 
         At most ``max_concurrency`` requests are between sending and storing, so
-        a crash loses at most that many paid answers. After the first failure no
-        new request is sent; those in flight finish and are stored; then the
-        failure is raised, with no request left running.
+        a crash loses at most that many paid answers. An engine that batches
+        (``capabilities.batches``) gets up to that many per call, stored when the
+        call returns; any other backend gets one request per call. After the
+        first failure no new request is sent; those in flight finish and are
+        stored; then the failure is raised, with no request left running.
         """
+        width = max(1, self.capabilities.max_concurrency)
         if self._slots is None:
-            self._slots = asyncio.Semaphore(max(1, self.capabilities.max_concurrency))
+            self._slots = asyncio.Semaphore(1 if self.capabilities.batches else width)
         slots = self._slots
         fresh: dict[str, Any] = {}
         failures: list[Exception] = []
+        items = list(missing.items())
+        size = width if self.capabilities.batches else 1
+        groups = [items[i:i + size] for i in range(0, len(items), size)]
 
-        async def one(key: str, req: Any) -> None:
+        async def one(group: list[tuple[str, Any]]) -> None:
             async with slots:
                 if failures:
                     return
                 try:
-                    answer = (await send([req]))[0]
+                    answers = await send([req for _, req in group])
                 except Exception as exc:  # kept to raise after the siblings settle
                     failures.append(exc)
                     return
-                self.cache.put_many({key: asdict(answer)})
-                fresh[key] = answer
+                self.cache.put_many({key: asdict(answer) for (key, _), answer in zip(group, answers, strict=True)})
+                fresh.update((key, answer) for (key, _), answer in zip(group, answers, strict=True))
 
-        await asyncio.gather(*(one(key, req) for key, req in missing.items()))
+        await asyncio.gather(*(one(group) for group in groups))
         if failures:
             raise failures[0]
         return fresh

@@ -56,8 +56,8 @@ class RetryingBackend(Backend):
     """Wraps a backend and retries transient failures.
 
     Backends that serve requests concurrently are retried per request, so one
-    failure does not resend its neighbours; batch engines (llama.cpp) are
-    retried per batch.
+    failure does not resend its neighbours; engines that take a batch in one
+    call (llama.cpp, vLLM) are retried per batch.
 
     Args:
         inner: the backend to wrap.
@@ -94,7 +94,7 @@ class RetryingBackend(Backend):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fan_out(self, requests: Sequence[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
-        if self.capabilities.max_concurrency <= 1:
+        if self.capabilities.max_concurrency <= 1 or self.capabilities.batches:
             return await self._call(lambda: send(list(requests)))
 
         async def one(req: Any) -> T:

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
-from promptopt.backends import CachedBackend, ResponseCache
+from promptopt.backends import CachedBackend, ResponseCache, RetryingBackend
+from promptopt.exceptions import BackendError
 from promptopt.testing import FakeBackend
-from promptopt.types import Message, Request, ScoreRequest
+from promptopt.types import Completion, Message, Request, ScoreRequest
 
 MSG = (Message("user", "hello"),)
 
@@ -69,3 +72,37 @@ def test_answers_are_stored_as_they_arrive_so_a_failure_loses_none(tmp_path: Pat
     fresh = FakeBackend(reply=reply)
     asyncio.run(CachedBackend(fresh, ResponseCache(path)).agenerate(reqs[:3]))
     assert fresh.n_calls == 0
+
+
+class _BatchEngine(FakeBackend):
+    """A FakeBackend that declares it serves whole batches, and records each call's size."""
+
+    def __init__(self, fail_first: bool = False) -> None:
+        super().__init__(max_concurrency=4)
+        self.capabilities = dataclasses.replace(self.capabilities, batches=True)
+        self.sizes: list[int] = []
+        self.fail_first = fail_first
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.sizes.append(len(requests))
+        if self.fail_first and len(self.sizes) == 1:
+            raise BackendError("engine hiccup", retryable=True)
+        return await super().agenerate(requests)
+
+
+def test_a_batch_engine_gets_its_misses_in_batches_of_its_width(tmp_path: Path) -> None:
+    engine = _BatchEngine()
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    requests = [Request((Message("user", f"q{i}"),)) for i in range(10)]
+    answers = asyncio.run(CachedBackend(engine, cache).agenerate(requests))
+    assert engine.sizes == [4, 4, 2]  # three engine calls, not ten
+    assert len(cache) == 10 and len(answers) == 10 and not any(a.cached for a in answers)
+    replay = asyncio.run(CachedBackend(_BatchEngine(), cache).agenerate(requests))
+    assert all(a.cached for a in replay) and [a.text for a in replay] == [a.text for a in answers]
+
+
+def test_a_batch_engine_is_retried_per_batch(tmp_path: Path) -> None:
+    engine = _BatchEngine(fail_first=True)
+    backend = CachedBackend(RetryingBackend(engine, initial_wait=0, max_wait=0), ResponseCache(tmp_path / "c.sqlite"))
+    asyncio.run(backend.agenerate([Request((Message("user", f"q{i}"),)) for i in range(3)]))
+    assert engine.sizes == [3, 3]  # the failed batch was sent again whole, not as three single requests
