@@ -18,7 +18,7 @@ from promptopt.tasks import Task
 __all__ = ["Estimate", "estimate"]
 
 #: backends that run on this machine and cost nothing per call
-LOCAL_BACKENDS = frozenset({"llamacpp", "fake"})
+LOCAL_BACKENDS = frozenset({"llamacpp", "vllm", "fake"})
 #: assumed size of one optimizer call (meta-prompt + reply); strategies cap replies at a few hundred tokens
 OPTIMIZER_TOKENS_PER_CALL = 1000
 _CHARS_PER_TOKEN = 4  # a rough rule for English text; the estimate needs no tokenizer

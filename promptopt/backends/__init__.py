@@ -6,6 +6,7 @@ A model is named ``backend:model``:
 * ``openai:<model>`` — any OpenAI-compatible endpoint (``base_url`` option);
 * ``litellm:<provider>/<model>`` — the providers litellm covers (``api_base`` option), or
   ``litellm:<model_name>`` with a ``router`` config spreading calls over many endpoints;
+* ``vllm:<hf-model-id>`` or ``vllm:/path/model-dir`` — vLLM in this process (extra ``promptopt[vllm]``);
 * ``fake:<name>`` — :class:`~promptopt.testing.FakeBackend`, for tests.
 """
 
@@ -21,7 +22,7 @@ from promptopt.exceptions import ConfigError, UnknownNameError
 __all__ = ["BACKENDS", "Backend", "CachedBackend", "Capabilities", "ResponseCache", "RetryPolicy",
            "RetryingBackend", "make_backend", "parse_model_string"]
 
-BACKENDS = ("llamacpp", "openai", "litellm", "fake")
+BACKENDS = ("llamacpp", "openai", "litellm", "vllm", "fake")
 
 
 def parse_model_string(model: str) -> tuple[str, str]:
@@ -59,6 +60,9 @@ def make_backend(model: str | Backend, **options: Any) -> Backend:
             if "base_url" in options:  # the CLI's --base-url is litellm's api_base
                 options["api_base"] = options.pop("base_url")
             return LiteLLMBackend(name, **options)
+        if backend == "vllm":
+            from promptopt.backends.vllm import VLLMBackend
+            return VLLMBackend(name, **options)
         from promptopt.testing import FakeBackend
         return FakeBackend(name, **options)
     except TypeError as exc:

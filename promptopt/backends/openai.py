@@ -11,6 +11,15 @@ truncated or malformed reply) becomes a retryable :class:`BackendError`, never
 an empty or made-up completion. A rejected key, a refused or unknown model
 (401, 403, 404) applies to every request, so once one is seen the requests
 still waiting are failed without being sent.
+
+Scoring (log P(continuation | messages)) uses vLLM's ``prompt_logprobs``
+extension of ``/v1/completions``, so it works against ``vllm serve`` only. The
+``score`` option says whether to use it; its default, ``"auto"``, asks the
+endpoint's ``/v1/models`` once, the first time the capabilities are read
+(vLLM lists its models as ``owned_by: "vllm"``). The prompt is built as the
+llamacpp and vllm backends build it: the server's ``/tokenize`` renders the
+messages with the model's chat template, the continuation is tokenized on its
+own and appended, and the log-probs of those tokens are summed.
 """
 
 from __future__ import annotations
@@ -22,12 +31,12 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from promptopt._loop import gather_or_cancel
 from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits
 from promptopt.exceptions import BackendError, ConfigError
-from promptopt.types import Completion, Request
+from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -46,6 +55,13 @@ _RETRYABLE_STATUSES = frozenset({408, 409, 429})
 
 # Statuses about the key, the model or the endpoint: every other request would get them too.
 _FATAL_FOR_ALL = frozenset({401, 403, 404})
+
+# The auto-detection's GET /models waits at most this long (capped by ``timeout``): it runs
+# before the first call, and an endpoint that does not answer it quickly is not used for scoring.
+_PROBE_TIMEOUT = 10.0
+
+# Tokenizations kept per client (chat prefixes and continuations repeat across labels and examples).
+_MAX_TOKENIZED = 4096
 
 
 class RateLimitedError(BackendError):
@@ -75,9 +91,14 @@ class OpenAIBackend(Backend):
         api_key: secret key; local servers usually need none.
         max_concurrency: requests in flight at once.
         timeout: seconds before one request is given up (and retryable).
+        score: whether :meth:`ascore` may use vLLM's ``prompt_logprobs``: ``True``,
+            ``False``, or ``"auto"`` (default) to use it where ``/v1/models`` says
+            ``owned_by: "vllm"``. Auto asks once, when :attr:`capabilities` is first
+            read (so not when the backend is made); an endpoint that cannot be reached
+            then counts as not vLLM. OpenAI's own endpoint is never asked.
 
     Raises:
-        ConfigError: if ``max_concurrency`` or ``timeout`` is out of range.
+        ConfigError: if ``max_concurrency``, ``timeout`` or ``score`` is out of range.
 
     Example:
         >>> backend = OpenAIBackend(model="smollm2", base_url="http://127.0.0.1:8000/v1")
@@ -95,20 +116,56 @@ class OpenAIBackend(Backend):
         api_key: str | None = None,
         max_concurrency: int = 8,
         timeout: float = 120.0,
+        score: bool | Literal["auto"] = "auto",
     ) -> None:
         check_endpoint_limits("OpenAIBackend", max_concurrency, timeout)
+        if score not in (True, False, "auto"):
+            raise ConfigError(f"the `score` parameter of OpenAIBackend must be True, False or 'auto'; got {score!r}")
         self.model = model
         self.base_url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self.max_concurrency = max_concurrency
         self.timeout = timeout
-        self.capabilities = Capabilities(
-            chat=True, score=False, max_concurrency=max_concurrency, seeds=True)
+        self._score = score
+        self._capabilities: Capabilities | None = None
         self._api_key = api_key
         self._client: AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Set by a 401/403/404: the requests still waiting fail with it, unsent.
         self._fatal: BackendError | None = None
+        self._tokenized: dict[tuple[str, ...], asyncio.Future[list[int]]] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the endpoint can do; with ``score="auto"`` the first read asks it (see the module doc).
+
+        A property rather than a value set in ``__init__``, so that making a backend never
+        touches the network, and the one question is asked before a run picks its answer mode.
+        """
+        if self._capabilities is None:
+            score = self._score if isinstance(self._score, bool) else self._is_vllm_server()
+            self._capabilities = Capabilities(
+                chat=True, score=score, max_concurrency=self.max_concurrency, seeds=True)
+        return self._capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        self._capabilities = value
+
+    def _is_vllm_server(self) -> bool:
+        """Whether ``GET <base_url>/models`` answers as vLLM does; any failure counts as no."""
+        if self.base_url == DEFAULT_BASE_URL:
+            return False  # OpenAI has no prompt_logprobs; do not spend a request finding that out
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        try:
+            reply = httpx.get(f"{self.base_url}/models", headers=headers,
+                              timeout=min(self.timeout, _PROBE_TIMEOUT))
+            cards = reply.json().get("data") if reply.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False  # unreachable or not JSON: the first real call reports the problem
+        return isinstance(cards, list) and any(isinstance(c, dict) and c.get("owned_by") == "vllm" for c in cards)
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
@@ -134,6 +191,7 @@ class OpenAIBackend(Backend):
         """Close the HTTP client; call it on the loop that made the requests."""
         client, self._client, self._semaphore, self._loop = self._client, None, None, None
         self._fatal = None
+        self._tokenized.clear()
         if client is not None:
             await client.close()
 
@@ -146,6 +204,7 @@ class OpenAIBackend(Backend):
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
             self._loop = loop
             self._fatal = None
+            self._tokenized.clear()
         return self._client, self._semaphore
 
     def _make_client(self) -> AsyncOpenAI:
@@ -174,6 +233,95 @@ class OpenAIBackend(Backend):
             except Exception as exc:
                 self._fail(exc)
         return self._completion(response)
+
+    async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
+        """log P(continuation | messages) of each request, from vLLM's ``prompt_logprobs``.
+
+        Raises:
+            CapabilityError: the endpoint is not known to score (see the ``score`` option).
+            BackendError: as for :meth:`agenerate`; also when a ``score=True`` endpoint
+                does not return ``prompt_logprobs`` (not retryable).
+        """
+        if not self.capabilities.score:
+            return await super().ascore(requests)
+        if not requests:
+            return []
+        client, semaphore = self._client_for_running_loop()
+        return await gather_or_cancel(self._score_one(client, semaphore, r) for r in requests)
+
+    async def _score_one(
+        self, client: AsyncOpenAI, semaphore: asyncio.Semaphore, request: ScoreRequest,
+    ) -> LogProb:
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+        async with semaphore:
+            if self._fatal is not None:
+                raise BackendError(str(self._fatal), retryable=False)
+            prefix = await self._tokenize(client, ("chat", *(f"{m.role}\0{m.content}" for m in request.messages)),
+                                          {"messages": messages, "add_generation_prompt": True})
+            cont = await self._tokenize(client, ("text", request.continuation),
+                                        {"prompt": request.continuation, "add_special_tokens": False})
+            if not cont:
+                return LogProb(logprob=0.0, n_tokens=0, prompt_tokens=len(prefix))
+            # prompt_logprobs=0: each prompt token's own log-prob, no alternatives; one token is generated
+            # because vLLM refuses max_tokens=0 here.
+            body = {"model": self.model, "prompt": prefix + cont, "max_tokens": 1, "temperature": 0.0,
+                    "prompt_logprobs": 0}
+            try:
+                reply = await client.post("/completions", cast_to=object, body=body)
+            except Exception as exc:
+                self._fail(exc)
+        return self._summed_logprob(reply, len(prefix), cont)
+
+    async def _tokenize(self, client: AsyncOpenAI, key: tuple[str, ...], body: dict[str, Any]) -> list[int]:
+        """Token ids from vLLM's ``/tokenize``; requests that need the same text share one call."""
+        task = self._tokenized.get(key)
+        if task is None:
+            if len(self._tokenized) >= _MAX_TOKENIZED:
+                self._tokenized.clear()
+            task = self._tokenized[key] = asyncio.ensure_future(self._fetch_tokens(client, body))
+            # its failure is raised to the callers still waiting; none left must not make it "never retrieved"
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            # shielded: one caller cancelled (a sibling failed) does not cancel it for the others
+            return list(await asyncio.shield(task))
+        except Exception:
+            if self._tokenized.get(key) is task and task.done():
+                del self._tokenized[key]  # a failure is not remembered; the next request asks again
+            raise
+
+    async def _fetch_tokens(self, client: AsyncOpenAI, body: dict[str, Any]) -> list[int]:
+        url = self.base_url.removesuffix("/v1") + "/tokenize"  # at the server root, beside /v1
+        try:
+            reply = await client.post(url, cast_to=object, body={"model": self.model, **body})
+        except Exception as exc:
+            self._fail(exc)
+        tokens = reply.get("tokens") if isinstance(reply, dict) else None
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
+            raise BackendError(f"{url} sent a reply without a list of token ids; check that {self.base_url} is "
+                               "a vLLM server (retrying may help if it is a passing fault)", retryable=True)
+        return tokens
+
+    def _summed_logprob(self, reply: object, n_prefix: int, cont: list[int]) -> LogProb:
+        """The continuation's summed log-prob from a ``prompt_logprobs`` reply.
+
+        Entry ``i`` of ``prompt_logprobs`` maps token ids (as strings) to the log-prob of
+        prompt token ``i`` given the tokens before it.
+        """
+        choice = reply["choices"][0] if isinstance(reply, dict) and reply.get("choices") else None
+        if isinstance(choice, dict) and "prompt_logprobs" not in choice:
+            raise BackendError(
+                f"{self._where()} answered without prompt_logprobs, so it cannot score; it is not a vLLM "
+                "server: pass score=False (or 'auto'), or use --answer-mode generate", retryable=False)
+        try:
+            rows = choice["prompt_logprobs"]  # type: ignore[index]
+            if len(rows) != n_prefix + len(cont):
+                raise ValueError(f"{len(rows)} entries for {n_prefix + len(cont)} prompt tokens")
+            total = sum(float(rows[n_prefix + i][str(token)]["logprob"]) for i, token in enumerate(cont))
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
+            raise BackendError(
+                f"{self._where()} sent prompt_logprobs of the wrong shape ({type(exc).__name__}: {exc}); "
+                "retrying may help if it is a passing fault", retryable=True) from None
+        return LogProb(logprob=total, n_tokens=len(cont), prompt_tokens=n_prefix + len(cont))
 
     def _fail(self, exc: Exception) -> NoReturn:
         """Raise ``exc`` as a :class:`BackendError`; remember errors that every request would get."""
