@@ -231,6 +231,7 @@ def main(argv: list[str]) -> int:
         if not args.skip_llama:
             rows += measure_llama(args, Path(tmp))
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average_after": os.getloadavg(),
             "python": platform.python_version(), "argv": argv}
     (out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
     write_table(rows, out / "table.md")
