@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 __all__ = ["Demo", "Prompt"]
@@ -48,7 +49,7 @@ class Prompt:
         object.__setattr__(self, "demos", tuple(
             d if isinstance(d, Demo) else Demo(**d) for d in self.demos))
 
-    @property
+    @cached_property
     def id(self) -> str:
         """A stable content hash (12 hex digits): the candidate's identity."""
         blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
@@ -56,7 +57,8 @@ class Prompt:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; :meth:`from_dict` rebuilds the same prompt."""
-        return asdict(self)
+        return {"instruction": self.instruction, "system": self.system, "template": self.template,
+                "demos": [{"input": d.input, "output": d.output} for d in self.demos]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Prompt:

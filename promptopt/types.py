@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = ["Completion", "Example", "LogProb", "Message", "Request", "Role", "ScoreRequest"]
@@ -56,10 +56,9 @@ class Request:
 
     def key_payload(self) -> dict[str, Any]:
         """Everything that changes the answer (the role does not)."""
-        d = asdict(self)
-        d.pop("role")
-        d["kind"] = "generate"
-        return d
+        return {"messages": [{"role": m.role, "content": m.content} for m in self.messages],
+                "max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                "stop": list(self.stop), "seed": self.seed, "sample_index": self.sample_index, "kind": "generate"}
 
     def key(self) -> str:
         """Hash of the payload; identical requests share it."""
@@ -75,10 +74,8 @@ class ScoreRequest:
     role: Role = "target"
 
     def key_payload(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("role")
-        d["kind"] = "score"
-        return d
+        return {"messages": [{"role": m.role, "content": m.content} for m in self.messages],
+                "continuation": self.continuation, "kind": "score"}
 
     def key(self) -> str:
         return _key(self.key_payload())

@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from promptopt.backends._base import Backend
-from promptopt.backends._cache import cache_key
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
 __all__ = ["DedupingBackend"]
@@ -36,7 +35,7 @@ class DedupingBackend(Backend):
         self.inner = inner
         self.name, self.model = inner.name, inner.model
         self.capabilities = inner.capabilities
-        self._flights: dict[str, asyncio.Future[Any]] = {}
+        self._flights: dict[Any, asyncio.Future[Any]] = {}
 
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()
@@ -48,9 +47,9 @@ class DedupingBackend(Backend):
         return await self._through(requests, self.inner.ascore)
 
     async def _through(self, requests: Sequence[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
-        ident = self.inner.identity()
-        keys = [cache_key(ident, r.key_payload()) for r in requests]
-        answers: dict[str, T] = {}
+        # A frozen request is its own key here (one backend, one process): no JSON, no SHA-256 per call.
+        keys: list[Any] = list(requests)
+        answers: dict[Any, T] = {}
         pending = dict(zip(keys, requests, strict=True))
         while pending:  # more than one pass only when a request we waited for was cancelled
             lead = {k: r for k, r in pending.items() if k not in self._flights}
@@ -72,7 +71,7 @@ class DedupingBackend(Backend):
             answers[key] = replace(answer, cached=True)  # a repeat within this batch was not paid again
         return out
 
-    async def _lead(self, lead: dict[str, Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> dict[str, T]:
+    async def _lead(self, lead: dict[Any, Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> dict[Any, T]:
         loop = asyncio.get_running_loop()
         flights = {key: loop.create_future() for key in lead}
         self._flights.update(flights)

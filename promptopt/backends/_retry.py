@@ -7,6 +7,7 @@ connections) are retried; a bad request or a missing key fails at once. A
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -75,19 +76,31 @@ class RetryingBackend(Backend):
     def identity(self) -> dict[str, Any]:
         return self.inner.identity()
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
+    def _pause(self, exc: BaseException | None, attempt_number: int) -> float:
         hint = getattr(exc, "retry_after", None)
         if isinstance(hint, (int, float)) and hint >= 0:
             return float(min(hint, self.max_wait))
         # Exponential backoff with jitter, so many clients do not retry in step.
-        backoff = self.initial_wait * 2 ** (state.attempt_number - 1)
+        backoff = self.initial_wait * 2 ** (attempt_number - 1)
         return float(min(self.max_wait, backoff + random.uniform(0, self.initial_wait)))
 
     async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        # The first attempt runs bare: tenacity's machinery costs tens of microseconds a call,
+        # and almost every call succeeds at once. Only a transient failure enters the retry loop.
+        try:
+            return await fn()
+        except Exception as exc:
+            if not _is_transient(exc) or self.max_attempts <= 1:
+                raise
+            await asyncio.sleep(self._pause(exc, 1))
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            return self._pause(exc, state.attempt_number + 1)
+
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception(_is_transient), stop=stop_after_attempt(self.max_attempts),
-            wait=self._wait, reraise=True,
+            retry=retry_if_exception(_is_transient), stop=stop_after_attempt(self.max_attempts - 1),
+            wait=wait, reraise=True,
         ):
             with attempt:
                 return await fn()

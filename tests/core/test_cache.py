@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,3 +107,12 @@ def test_a_batch_engine_is_retried_per_batch(tmp_path: Path) -> None:
     backend = CachedBackend(RetryingBackend(engine, initial_wait=0, max_wait=0), ResponseCache(tmp_path / "c.sqlite"))
     asyncio.run(backend.agenerate([Request((Message("user", f"q{i}"),)) for i in range(3)]))
     assert engine.sizes == [3, 3]  # the failed batch was sent again whole, not as three single requests
+
+
+def test_request_keys_cover_every_field_but_the_role() -> None:
+    # key_payload is built by hand for speed; a field added to Request later must reach the key.
+    req = Request(MSG, max_tokens=5, temperature=0.3, top_p=0.9, stop=("\n",), seed=2, sample_index=1)
+    for r, kind in ((req, "generate"), (ScoreRequest(MSG, "yes"), "score")):
+        full = dataclasses.asdict(r)
+        full.pop("role")
+        assert json.dumps(r.key_payload(), sort_keys=True) == json.dumps({**full, "kind": kind}, sort_keys=True)

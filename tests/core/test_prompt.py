@@ -37,3 +37,10 @@ def test_input_with_braces_is_not_formatted() -> None:
 def test_segments_split_sentences() -> None:
     p = Prompt(instruction="Read the text. Decide the label! Answer with one word.")
     assert p.segments() == ("Read the text.", "Decide the label!", "Answer with one word.")
+
+
+def test_to_dict_covers_every_field() -> None:
+    # to_dict is built by hand for speed; a field added to Prompt later must reach it (and the id).
+    p = Prompt(instruction="i", system="s", demos=(Demo("a", "b"),), template="Q: {input}\nA:")
+    assert p.to_dict() == dataclasses.asdict(p) | {"demos": [dataclasses.asdict(d) for d in p.demos]}
+    assert p.id == Prompt.from_dict(p.to_dict()).id
