@@ -29,10 +29,8 @@ THROTTLE_OPTIONS = ("max_in_flight", "requests_per_second", "tokens_per_minute")
 def split_throttle(options: Mapping[str, Any]) -> tuple[Throttle, dict[str, Any]]:
     """The throttle settings among a model's options, and the options left for its backend."""
     rest = dict(options)
-    throttle = Throttle(**{k: rest.pop(k) for k in THROTTLE_OPTIONS if rest.get(k) is not None})
-    for k in THROTTLE_OPTIONS:
-        rest.pop(k, None)
-    return throttle, rest
+    limits = {k: rest.pop(k, None) for k in THROTTLE_OPTIONS}
+    return Throttle(**{k: v for k, v in limits.items() if v is not None}), rest
 
 
 def backend_options_from_env(model: str | Backend, options: Mapping[str, Any] | None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,21 @@ def run(server: FaultServer, tmp_path: Path, budget: Budget) -> tuple[Any, Searc
     return result, snapshot
 
 
+def record_admissions(monkeypatch: pytest.MonkeyPatch, spent: Callable[[Meter], float]) -> list[tuple[float, int]]:
+    """(what was spent when a batch was admitted, its size) for every batch the meter admits."""
+    admitted: list[tuple[float, int]] = []
+    reserve = Meter.reserve
+
+    def recording_reserve(self: Meter, role: Role, n_calls: int) -> None:
+        before = spent(self)
+        reserve(self, role, n_calls)
+        if self.enforce and n_calls:
+            admitted.append((before, n_calls))
+
+    monkeypatch.setattr(Meter, "reserve", recording_reserve)
+    return admitted
+
+
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
     with run_fault_server(FaultPlan(latency=0.05), idle_timeout=60) as srv:
@@ -89,16 +104,7 @@ def test_optimizer_call_cap(server: FaultServer, tmp_path: Path) -> None:
 def test_token_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The meter admits a batch only while fewer tokens than the cap have been spent; a reply's
     # size is known only once it is back, so the batch admitted last may end past the cap.
-    admitted: list[tuple[int, int]] = []
-    reserve = Meter.reserve
-
-    def recording_reserve(self: Meter, role: Role, n_calls: int) -> None:
-        tokens = self.usage.tokens
-        reserve(self, role, n_calls)
-        if self.enforce and n_calls:
-            admitted.append((tokens, n_calls))
-
-    monkeypatch.setattr(Meter, "reserve", recording_reserve)
+    admitted = record_admissions(monkeypatch, lambda meter: meter.usage.tokens)
     cap = 2500
     result, search = run(server, tmp_path, Budget(tokens=cap))
     assert "token cap" in (result.stopped_by or "")
@@ -121,16 +127,7 @@ def test_dollar_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.Mon
 
     litellm = _litellm()  # with the offline price map
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-placeholder")
-    admitted: list[tuple[float, int]] = []
-    reserve = Meter.reserve
-
-    def recording_reserve(self: Meter, role: Role, n_calls: int) -> None:
-        usd = self.usage.usd
-        reserve(self, role, n_calls)
-        if self.enforce and n_calls:
-            admitted.append((usd, n_calls))
-
-    monkeypatch.setattr(Meter, "reserve", recording_reserve)
+    admitted = record_admissions(monkeypatch, lambda meter: meter.usage.usd)
     cap = 0.0006
     snapshot = SearchSnapshot(server)
     result = promptopt.optimize(
