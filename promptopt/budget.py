@@ -130,13 +130,14 @@ class Meter:
         b, used = self.budget, self.usage.role(role)
         cap = b.target_calls if role == "target" else b.optimizer_calls
         if cap is not None and used.calls + n_calls > cap:
-            raise BudgetExhausted(f"{role} call cap {cap}: {used.calls} used, the next batch needs {n_calls} more")
+            raise BudgetExhausted(f"{role} call cap {cap}: {used.calls} used, the next batch needs {n_calls} more",
+                                  cap=f"{role}_calls")
         if b.tokens is not None and self.usage.tokens >= b.tokens:
-            raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)")
+            raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)", cap="tokens")
         if b.usd is not None and self.usage.usd >= b.usd:
-            raise BudgetExhausted(f"dollar cap {b.usd} reached")
+            raise BudgetExhausted(f"dollar cap {b.usd} reached", cap="usd")
         if b.seconds is not None and self.elapsed() >= b.seconds:
-            raise BudgetExhausted(f"wall-time cap {b.seconds}s reached")
+            raise BudgetExhausted(f"wall-time cap {b.seconds}s reached", cap="seconds")
 
     def reserve(self, role: Role, n_calls: int) -> None:
         """Count ``n_calls`` more calls, or raise :class:`BudgetExhausted` if that would cross a cap.

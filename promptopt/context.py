@@ -37,6 +37,10 @@ class Context:
         seed_prompt: where the search starts.
         rng: the only source of randomness a strategy may use (seeded by the Run).
         answer_mode: ``"generate"`` or ``"choice"``.
+        optimizer_cap_hit: why the optimizer's call cap refused a proposal, once
+            it has. A strategy that collects proposals before scoring them may
+            catch that :class:`BudgetExhausted` and score what it holds; the Run
+            then still reports the cap as what stopped the search.
     """
 
     def __init__(self, *, task: Task, seed_prompt: Prompt, evaluator: Evaluator, optimizer: Backend,
@@ -50,6 +54,7 @@ class Context:
         self.answer_mode = evaluator.mode
         self._evaluator, self._optimizer, self._loop = evaluator, optimizer, loop
         self._history, self._emit = history, emit
+        self.optimizer_cap_hit: str | None = None
 
     # -- target model -----------------------------------------------------------------------
     def evaluate(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> list[EvalResult]:
@@ -96,7 +101,12 @@ class Context:
         seed = self.rng.randrange(2**31)
         requests = [Request(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + i,
                             sample_index=i, role="optimizer") for i in range(n)]
-        replies = self._loop.run(self._optimizer.agenerate(requests))
+        try:
+            replies = self._loop.run(self._optimizer.agenerate(requests))
+        except BudgetExhausted as exc:
+            if exc.cap == "optimizer_calls":
+                self.optimizer_cap_hit = str(exc)
+            raise
         return [r.text for r in replies]
 
     # -- bookkeeping ------------------------------------------------------------------------

@@ -62,4 +62,12 @@ class CapabilityError(BackendError, ConfigError):
 
 
 class BudgetExhausted(PromptoptError):
-    """A budget cap would be exceeded by the next call; the Run stops the search."""
+    """A budget cap would be exceeded by the next call; the Run stops the search.
+
+    ``cap`` names the cap: ``target_calls``, ``optimizer_calls``, ``tokens``,
+    ``usd`` or ``seconds``.
+    """
+
+    def __init__(self, message: str, *, cap: str = "") -> None:
+        super().__init__(message)
+        self.cap = cap

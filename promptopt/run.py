@@ -143,7 +143,9 @@ class _Run:
         except BudgetExhausted as exc:
             self.emit({"type": "budget_exhausted", "reason": str(exc)})
             return str(exc)
-        return None
+        if ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
+            self.emit({"type": "budget_exhausted", "reason": ctx.optimizer_cap_hit})
+        return ctx.optimizer_cap_hit
 
     def test(self, prompts: Sequence[Prompt]) -> list[Score]:
         self.session.meter.enforce = False  # the final test evaluation is never cut short

@@ -25,6 +25,9 @@ budget runs out. Demonstrations always come from the training split. With
 ``score_examples=k`` the scoring set is a fixed, seeded sample of ``k`` training
 examples instead, and the Run's dev evaluation of the elites picks the final one.
 
+An optimizer call cap reached while proposals are being collected ends the
+collecting, not the search: the proposals in hand are filtered and scored.
+
 Cost drivers: ``n_demo_sets`` × ``prompts_per_demo_set`` optimizer calls for
 the proposals and about as many per resampling round (``resample_rounds``);
 each filtering pass costs about ``candidates`` × ``stage_examples`` /
@@ -41,6 +44,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from promptopt.exceptions import BudgetExhausted
 from promptopt.prompt import Prompt
 from promptopt.strategies._base import Strategy
 from promptopt.strategies._formatting import format_demonstrations
@@ -72,6 +76,21 @@ Variation:"""
 INSTRUCTION_TOKENS = 80
 # Chat models often restate the question: "The instruction was to ...".
 _RESTATED = re.compile(r"^(?:the\s+)?instruction\s+(?:was|is)\s*(?:to\s+)?:?\s*", re.IGNORECASE)
+
+
+def _propose_within_cap(ctx: Context, prompt: str, n: int, temperature: float) -> list[str] | None:
+    """The optimizer's replies, or None once its call cap is reached.
+
+    APE collects a pool of proposals before scoring any, so a cap reached while
+    collecting would otherwise leave the whole pool unscored: the pool in hand
+    is filtered instead, and the Run still reports the cap.
+    """
+    try:
+        return ctx.propose(prompt, n=n, temperature=temperature, max_tokens=INSTRUCTION_TOKENS)
+    except BudgetExhausted as exc:
+        if exc.cap != "optimizer_calls":
+            raise
+        return None
 
 
 class APE(Strategy):
@@ -131,8 +150,9 @@ class APE(Strategy):
         for round_index in range(self.resample_rounds + 1):
             elites = self.adaptive_filter(ctx, elites + candidates, scoring_set, keep)
             ctx.note("round", index=round_index, elites=[p.id for p in elites])
-            if round_index < self.resample_rounds:
-                candidates = self.resample(ctx, elites, pool_size - len(elites))
+            if ctx.optimizer_cap_hit or round_index == self.resample_rounds:
+                break
+            candidates = self.resample(ctx, elites, pool_size - len(elites))
         return elites or [ctx.seed_prompt]
 
     # -- proposals ----------------------------------------------------------------------------
@@ -141,8 +161,10 @@ class APE(Strategy):
         out = []
         for _ in range(self.n_demo_sets):
             demos = format_demonstrations(ctx.sample(ctx.train, self.n_demos))
-            replies = ctx.propose(INDUCTION_PROMPT.format(demos=demos), n=self.prompts_per_demo_set,
-                                  temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
+            replies = _propose_within_cap(ctx, INDUCTION_PROMPT.format(demos=demos), self.prompts_per_demo_set,
+                                          self.temperature)
+            if replies is None:
+                break
             out += self._candidates(ctx, "induce", replies, parent=None)
         return out
 
@@ -153,8 +175,10 @@ class APE(Strategy):
         per_elite = math.ceil(n / len(elites))
         out = []
         for elite in elites:
-            replies = ctx.propose(RESAMPLE_PROMPT.format(instruction=elite.instruction), n=per_elite,
-                                  temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
+            replies = _propose_within_cap(ctx, RESAMPLE_PROMPT.format(instruction=elite.instruction), per_elite,
+                                          self.temperature)
+            if replies is None:
+                break
             out += self._candidates(ctx, "resample", replies, parent=elite)
         return out
 

@@ -103,6 +103,23 @@ def test_iterative_ape_resamples_the_elites(parity_task: Task, tmp_path: Path) -
     assert len(rounds) == 2 and result.best_prompt.id in rounds[-1]["elites"]  # type: ignore[operator]
 
 
+def test_optimizer_cap_while_collecting_still_scores_the_proposals_in_hand(parity_task: Task,
+                                                                          tmp_path: Path) -> None:
+    def optimizer(req: Request) -> str:
+        return f"Use {MAGIC}: say even or odd." if req.sample_index == 1 else "Say even or odd."
+
+    backend = FakeBackend(reply=lambda r: optimizer(r) if r.role == "optimizer" else parity_target(r))
+    # 3 sets of 4 proposals; a cap of 10 optimizer calls refuses the third set
+    result = promptopt.optimize(parity_task, APE(n_demo_sets=3, prompts_per_demo_set=4, resample_rounds=2),
+                                backend, answer_mode="generate", cache=False, runs_dir=tmp_path,
+                                budget=promptopt.Budget(target_calls=3000, optimizer_calls=10))
+    assert sum(r.role == "optimizer" for r in backend.generate_requests) == 8
+    assert result.best_prompt.instruction.startswith(f"Use {MAGIC}") and result.best_dev == 1.0
+    assert result.stopped_by is not None and result.stopped_by.startswith("optimizer call cap 10")
+    events = _events(result.run_dir)
+    assert [e["type"] for e in events].count("round") == 1  # no resampling without optimizer calls
+
+
 def test_useless_optimizer_returns_the_seed(parity_task: Task, tmp_path: Path) -> None:
     garbage = iter(["", "!!!", "The instruction was", "12345", "ok"] * 100)
     backend = FakeBackend(reply=lambda r: next(garbage) if r.role == "optimizer" else parity_target(r))
