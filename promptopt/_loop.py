@@ -18,6 +18,9 @@ async def gather_or_cancel(coros: Iterable[Awaitable[T]]) -> list[T]:
     On the first failure the others are cancelled and awaited before the error
     is raised, so no request outlives the call (nor keeps being paid for).
     """
+    coros = list(coros)
+    if len(coros) == 1:  # the common case below the cache (one request per call): no task to make
+        return [await coros[0]]
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
         return list(await asyncio.gather(*tasks))
