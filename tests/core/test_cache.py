@@ -75,6 +75,43 @@ def test_answers_are_stored_as_they_arrive_so_a_failure_loses_none(tmp_path: Pat
     assert fresh.n_calls == 0
 
 
+class _CountingCache(ResponseCache):
+    """Records how many answers each commit stored, and what was stored when each request was sent."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits: list[int] = []
+
+    def put_many(self, items: dict[str, dict[str, object]]) -> None:
+        self.commits.append(len(items))
+        super().put_many(items)
+
+
+def test_answers_arriving_together_share_a_commit_and_none_waits_unstored_past_its_slot(tmp_path: Path) -> None:
+    cache = _CountingCache(tmp_path / "c.sqlite")
+    fake = FakeBackend(reply=lambda r: "echo: " + r.messages[-1].content, max_concurrency=4, latency=0.01)
+    sent_while_unstored: list[int] = []
+    inner_generate = fake.agenerate
+
+    async def generate(requests: Sequence[Request]) -> list[Completion]:
+        sent_while_unstored.append(fake.n_calls - len(cache))  # paid answers not yet stored
+        return await inner_generate(requests)
+
+    fake.agenerate = generate  # type: ignore[method-assign]
+    requests = [Request((Message("user", f"q{i}"),)) for i in range(10)]
+    answers = asyncio.run(CachedBackend(fake, cache).agenerate(requests))
+    assert len(cache) == 10 and [a.text for a in answers] == [f"echo: q{i}" for i in range(10)]
+    # four answers land in the same pass of the loop, so 10 answers take 3 commits, not 10
+    assert cache.commits == [4, 4, 2]
+    assert max(sent_while_unstored) <= 3  # with a slot free, at most 3 others are out (and unstored)
+
+
+def test_a_backend_serving_one_call_at_a_time_commits_each_answer_at_once(tmp_path: Path) -> None:
+    cache = _CountingCache(tmp_path / "c.sqlite")
+    asyncio.run(CachedBackend(FakeBackend(), cache).agenerate([Request((Message("user", f"q{i}"),)) for i in range(3)]))
+    assert cache.commits == [1, 1, 1]
+
+
 class _BatchEngine(FakeBackend):
     """A FakeBackend that declares it serves whole batches, and records each call's size."""
 
