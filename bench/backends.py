@@ -106,7 +106,7 @@ def _bare_rps(base_url: str, model: str, task: Task, concurrency: int) -> float:
             async with slots:
                 reply = await client.chat.completions.create(
                     model=model, messages=[{"role": m.role, "content": m.content} for m in req.messages],  # type: ignore[misc]
-                    max_tokens=req.max_tokens, temperature=req.temperature)
+                    max_tokens=req.max_tokens, temperature=req.temperature, top_p=req.top_p)  # promptopt's body
                 return reply.choices[0].message.content or ""
 
         await one(requests[0])  # warm-up, untimed
