@@ -107,6 +107,7 @@ class Context:
             if exc.cap == "optimizer_calls":
                 self.optimizer_cap_hit = str(exc)
             raise
+        self.optimizer_cap_hit = None  # a smaller request fitted after all: the cap did not end proposing
         return [r.text for r in replies]
 
     # -- bookkeeping ------------------------------------------------------------------------

@@ -163,8 +163,12 @@ class CachedBackend(Backend):
                     failures.append(exc)
                     return
                 fresh.update((key, answer) for (key, _), answer in zip(group, answers, strict=True))
-                # vars(), not asdict(): the values are flat, and asdict's deep copy cost ~25 us an answer
-                await self._store({key: dict(vars(answer)) for (key, _), answer in zip(group, answers, strict=True)})
+                try:
+                    # vars(), not asdict(): the values are flat, and asdict's deep copy cost ~25 us an answer
+                    await self._store({key: dict(vars(answer))
+                                       for (key, _), answer in zip(group, answers, strict=True)})
+                except Exception as exc:  # e.g. a full disk: send nothing more, raise it once the rest settle
+                    failures.append(exc)
 
         await asyncio.gather(*(one(group) for group in groups))
         if failures:
@@ -181,9 +185,13 @@ class CachedBackend(Backend):
         if self._alone:  # no other answer can arrive meanwhile: waiting for one would only add a loop pass
             self.cache.put_many(items)
             return
+        loop = asyncio.get_running_loop()
+        if self._saved is not None and self._saved.get_loop() is not loop:
+            # left behind by a loop that stopped before its commit ran: store it now (nobody waits there)
+            left, self._unsaved, self._saved = self._unsaved, {}, None
+            self.cache.put_many(left)
         self._unsaved.update(items)
         if self._saved is None:
-            loop = asyncio.get_running_loop()
             self._saved = loop.create_future()
             loop.call_soon(self._commit)
         await asyncio.shield(self._saved)  # a cancelled waiter must not cancel the others' commit
@@ -194,9 +202,11 @@ class CachedBackend(Backend):
         assert saved is not None
         try:
             self.cache.put_many(items)
-        except Exception as exc:  # e.g. a full disk: every waiter raises it
+        except BaseException as exc:  # e.g. a full disk: every waiter raises it
             saved.set_exception(exc)
             saved.exception()  # retrieved, even if every waiter was cancelled
+            if not isinstance(exc, Exception):
+                raise
         else:
             saved.set_result(None)
 

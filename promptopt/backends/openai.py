@@ -297,6 +297,7 @@ class OpenAIBackend(Backend):
             reply = await client.post(url, cast_to=object, body={"model": self.model, **body})
         except Exception as exc:
             self._fail(exc)
+        reply = _json_of(reply)
         tokens = reply.get("tokens") if isinstance(reply, dict) else None
         if not isinstance(tokens, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in tokens):
             raise BackendError(f"{url} sent a reply without a list of token ids; check that {self.base_url} is "
@@ -309,6 +310,7 @@ class OpenAIBackend(Backend):
         Entry ``i`` of ``prompt_logprobs`` maps token ids (as strings) to the log-prob of
         prompt token ``i`` given the tokens before it.
         """
+        reply = _json_of(reply)
         choice = reply["choices"][0] if isinstance(reply, dict) and reply.get("choices") else None
         if isinstance(choice, dict) and "prompt_logprobs" not in choice:
             raise BackendError(
@@ -339,9 +341,13 @@ class OpenAIBackend(Backend):
 
     def _completion(self, response: object) -> Completion:
         """The completion in a reply's JSON; a reply of the wrong shape is a retryable error."""
+        response = _json_of(response)
         try:
             choice = response["choices"][0]  # type: ignore[index]
-            text = choice["message"]["content"]
+            message = choice["message"]
+            if not isinstance(message, dict):
+                raise TypeError(f"message is {type(message).__name__}")
+            text = message.get("content")  # left out (not null) by some servers when there is none
             if text is not None and not isinstance(text, str):
                 raise TypeError(type(text).__name__)
         except (IndexError, KeyError, TypeError) as exc:
@@ -442,6 +448,16 @@ def _chat_kwargs(model: str, request: Request) -> dict[str, Any]:
     if request.seed is not None:
         kwargs["seed"] = request.seed
     return kwargs
+
+
+def _json_of(reply: object) -> object:
+    """A raw reply as JSON: the SDK hands back the text when a server labels JSON as something else."""
+    if isinstance(reply, str):
+        try:
+            return json.loads(reply)
+        except ValueError:
+            return reply  # not JSON either: the caller reports a reply of the wrong shape
+    return reply
 
 
 def _count(value: object) -> int:

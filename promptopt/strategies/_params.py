@@ -53,7 +53,9 @@ class OneOf:
 def get_params(obj: object) -> dict[str, Any]:
     """The constructor's keyword arguments and their current values (scikit-learn style)."""
     sig = inspect.signature(type(obj).__init__)
-    return {name: getattr(obj, name) for name in sig.parameters if name != "self"}
+    # *args / **kwargs are not hyper-parameters (a strategy without __init__ shows object's)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {name: getattr(obj, name) for name, p in sig.parameters.items() if name != "self" and p.kind in named}
 
 
 def validate_params(owner: str, params: dict[str, Any], constraints: dict[str, Any]) -> None:

@@ -130,6 +130,12 @@ class FakeEndpoint(BaseHTTPRequestHandler):
         elif model == "slow":
             time.sleep(1.0)
             self.reply(200, completion_body(None))
+        elif model == "json-as-text":  # valid JSON labelled as plain text
+            self.reply(200, completion_body("labelled wrong"), {"Content-Type": "text/plain"})
+        elif model == "no-content-key":  # a server that leaves out a null content
+            body = completion_body(None)
+            del body["choices"][0]["message"]["content"]
+            self.reply(200, body)
         else:
             with FakeEndpoint.lock:
                 FakeEndpoint.in_flight += 1
@@ -231,6 +237,13 @@ def test_sends_sampling_parameters_and_empty_content_becomes_empty_text(fake_url
     assert "stop" not in bodies["a"] and "seed" not in bodies["a"]
     assert bodies["b"]["max_tokens"] == 5
     assert bodies["b"]["stop"] == ["\n", "END"] and bodies["b"]["seed"] == 7
+
+
+def test_json_labelled_as_text_is_read_and_a_left_out_content_is_empty_text(fake_url: str) -> None:
+    [[labelled]] = generate(fake_backend(fake_url, "json-as-text"), [ask("a")])
+    assert labelled == Completion(text="labelled wrong", prompt_tokens=3, completion_tokens=0)
+    [[left_out]] = generate(fake_backend(fake_url, "no-content-key"), [ask("a")])
+    assert left_out == Completion(text="", prompt_tokens=3, completion_tokens=0)
 
 
 def test_concurrency_is_bounded(fake_url: str) -> None:

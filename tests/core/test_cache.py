@@ -87,29 +87,78 @@ class _CountingCache(ResponseCache):
         super().put_many(items)
 
 
+class _AnswersInGroups(FakeBackend):
+    """Holds each call until ``width`` calls wait (fewer for the last group), then answers them together."""
+
+    def __init__(self, width: int, total: int) -> None:
+        super().__init__(reply=lambda r: "echo: " + r.messages[-1].content, max_concurrency=width)
+        self.width, self.left = width, total
+        self.waiting: list[asyncio.Future[None]] = []
+        self.unstored_at_send: list[int] = []  # paid answers not yet stored, seen as each call starts
+        self.cache: ResponseCache | None = None
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        assert self.cache is not None
+        self.unstored_at_send.append(self.n_calls - len(self.cache))
+        gate = asyncio.get_running_loop().create_future()
+        self.waiting.append(gate)
+        if len(self.waiting) == min(self.width, self.left):
+            self.left -= len(self.waiting)
+            for waiting in self.waiting:
+                waiting.set_result(None)
+            self.waiting = []
+        await gate
+        return await super().agenerate(requests)
+
+
 def test_answers_arriving_together_share_a_commit_and_none_waits_unstored_past_its_slot(tmp_path: Path) -> None:
     cache = _CountingCache(tmp_path / "c.sqlite")
-    fake = FakeBackend(reply=lambda r: "echo: " + r.messages[-1].content, max_concurrency=4, latency=0.01)
-    sent_while_unstored: list[int] = []
-    inner_generate = fake.agenerate
-
-    async def generate(requests: Sequence[Request]) -> list[Completion]:
-        sent_while_unstored.append(fake.n_calls - len(cache))  # paid answers not yet stored
-        return await inner_generate(requests)
-
-    fake.agenerate = generate  # type: ignore[method-assign]
+    fake = _AnswersInGroups(width=4, total=10)
+    fake.cache = cache
     requests = [Request((Message("user", f"q{i}"),)) for i in range(10)]
     answers = asyncio.run(CachedBackend(fake, cache).agenerate(requests))
     assert len(cache) == 10 and [a.text for a in answers] == [f"echo: q{i}" for i in range(10)]
     # four answers land in the same pass of the loop, so 10 answers take 3 commits, not 10
     assert cache.commits == [4, 4, 2]
-    assert max(sent_while_unstored) <= 3  # with a slot free, at most 3 others are out (and unstored)
+    assert max(fake.unstored_at_send) == 0  # a slot frees only once its answer is stored
 
 
 def test_a_backend_serving_one_call_at_a_time_commits_each_answer_at_once(tmp_path: Path) -> None:
     cache = _CountingCache(tmp_path / "c.sqlite")
     asyncio.run(CachedBackend(FakeBackend(), cache).agenerate([Request((Message("user", f"q{i}"),)) for i in range(3)]))
     assert cache.commits == [1, 1, 1]
+
+
+class _FullDisk(ResponseCache):
+    def put_many(self, items: dict[str, dict[str, object]]) -> None:
+        raise OSError("database or disk is full")
+
+
+def test_a_failed_store_stops_sending_and_leaves_nothing_running(tmp_path: Path) -> None:
+    fake = FakeBackend(max_concurrency=2, latency=0.01)
+
+    async def main() -> tuple[int, int]:
+        backend = CachedBackend(fake, _FullDisk(tmp_path / "c.sqlite"))
+        with contextlib.suppress(OSError):
+            await backend.agenerate([Request((Message("user", f"q{i}"),)) for i in range(8)])
+            raise AssertionError("the store's error was not raised")
+        sent = fake.n_calls
+        await asyncio.sleep(0.1)  # anything still running would send more now
+        return sent, fake.n_calls
+
+    sent, later = asyncio.run(main())
+    assert sent <= 2 and later == sent
+
+
+def test_answers_left_by_a_loop_that_stopped_before_its_commit_are_stored_by_the_next(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    backend = CachedBackend(FakeBackend(max_concurrency=4), cache)
+    old_loop = asyncio.new_event_loop()
+    backend._unsaved = {"k-left-behind": dataclasses.asdict(Completion(text="paid"))}
+    backend._saved = old_loop.create_future()  # its commit never ran
+    old_loop.close()
+    asyncio.run(backend.agenerate([Request((Message("user", f"q{i}"),)) for i in range(3)]))
+    assert len(cache) == 4 and cache.get_many(["k-left-behind"])["k-left-behind"]["text"] == "paid"
 
 
 class _BatchEngine(FakeBackend):

@@ -9,6 +9,7 @@ from parity_fixtures import parity_target, scripted_optimizer
 
 import promptopt
 from promptopt.store import RunStore
+from promptopt.strategies import Strategy
 from promptopt.tasks import Task
 from promptopt.testing import FakeBackend
 
@@ -104,3 +105,22 @@ def test_progress_reaches_the_callback_but_not_the_log(parity_task: Task, tmp_pa
     assert calls == sorted(calls) and calls[-1] >= result.usage["search"]["target"]["calls"]
     logged = [json.loads(x)["type"] for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
     assert "progress" not in logged and "candidate" in logged
+
+
+class _SmallerAsk(Strategy):
+    """Asks for 8 proposals; refused by the cap, asks for 2 instead, and finishes."""
+
+    name = "smaller-ask"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        try:
+            ctx.propose("Write an instruction.", n=8)
+        except promptopt.BudgetExhausted:
+            ctx.propose("Write an instruction.", n=2)
+        return [ctx.seed_prompt]
+
+
+def test_a_cap_the_strategy_worked_around_is_not_reported_as_the_stop(parity_task: Task, tmp_path: Path) -> None:
+    result = promptopt.optimize(parity_task, _SmallerAsk(), _backend(), answer_mode="generate", cache=False,
+                                runs_dir=tmp_path / "runs", budget=promptopt.Budget(optimizer_calls=3))
+    assert result.usage["search"]["optimizer"]["calls"] == 2 and result.stopped_by is None
