@@ -110,6 +110,20 @@ class Context:
         self.optimizer_cap_hit = None  # a smaller request fitted after all: the cap did not end proposing
         return [r.text for r in replies]
 
+    def propose_within_cap(self, prompt: str, *, n: int = 1, temperature: float = 0.7, max_tokens: int = 512,
+                           system: str | None = None) -> list[str] | None:
+        """Like :meth:`propose`, but None once the optimizer's call cap refuses the request.
+
+        For a strategy whose proposals in hand are worth scoring when the
+        optimizer runs out; the Run still reports the cap as what stopped the search.
+        """
+        try:
+            return self.propose(prompt, n=n, temperature=temperature, max_tokens=max_tokens, system=system)
+        except BudgetExhausted as exc:
+            if exc.cap != "optimizer_calls":
+                raise
+            return None
+
     # -- bookkeeping ------------------------------------------------------------------------
     def record(self, candidate: Prompt, parents: Sequence[Prompt] = (), operator: str = "") -> bool:
         """Log a candidate with its parents and the operator that made it; False if seen before."""

@@ -44,7 +44,6 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.exceptions import BudgetExhausted
 from promptopt.prompt import Prompt
 from promptopt.strategies._base import Strategy
 from promptopt.strategies._formatting import format_demonstrations
@@ -76,21 +75,6 @@ Variation:"""
 INSTRUCTION_TOKENS = 80
 # Chat models often restate the question: "The instruction was to ...".
 _RESTATED = re.compile(r"^(?:the\s+)?instruction\s+(?:was|is)\s*(?:to\s+)?:?\s*", re.IGNORECASE)
-
-
-def _propose_within_cap(ctx: Context, prompt: str, n: int, temperature: float) -> list[str] | None:
-    """The optimizer's replies, or None once its call cap is reached.
-
-    APE collects a pool of proposals before scoring any, so a cap reached while
-    collecting would otherwise leave the whole pool unscored: the pool in hand
-    is filtered instead, and the Run still reports the cap.
-    """
-    try:
-        return ctx.propose(prompt, n=n, temperature=temperature, max_tokens=INSTRUCTION_TOKENS)
-    except BudgetExhausted as exc:
-        if exc.cap != "optimizer_calls":
-            raise
-        return None
 
 
 class APE(Strategy):
@@ -161,8 +145,9 @@ class APE(Strategy):
         out = []
         for _ in range(self.n_demo_sets):
             demos = format_demonstrations(ctx.sample(ctx.train, self.n_demos))
-            replies = _propose_within_cap(ctx, INDUCTION_PROMPT.format(demos=demos), self.prompts_per_demo_set,
-                                          self.temperature)
+            # APE collects a pool before scoring any: a cap reached while collecting leaves the pool in hand
+            replies = ctx.propose_within_cap(INDUCTION_PROMPT.format(demos=demos), n=self.prompts_per_demo_set,
+                                             temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
             if replies is None:
                 break
             out += self._candidates(ctx, "induce", replies, parent=None)
@@ -175,8 +160,8 @@ class APE(Strategy):
         per_elite = math.ceil(n / len(elites))
         out = []
         for elite in elites:
-            replies = _propose_within_cap(ctx, RESAMPLE_PROMPT.format(instruction=elite.instruction), per_elite,
-                                          self.temperature)
+            replies = ctx.propose_within_cap(RESAMPLE_PROMPT.format(instruction=elite.instruction), n=per_elite,
+                                             temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
             if replies is None:
                 break
             out += self._candidates(ctx, "resample", replies, parent=elite)

@@ -30,7 +30,10 @@ and the reference configuration (microsoft/PromptWizard,
 
 The finalists are the combined prompt (instruction + reasoned demos + persona)
 and the best instruction-only prompts, so the Run's dev score decides whether
-demos and persona help. Deviation from the reference code: the paper's
+demos and persona help. An optimizer call cap reached in steps 5 or 6 does
+not end the search: the demos keep their gold answers, the system prompt stays
+the prompt's own, and the combined prompt is still built and scored (the Run
+reports the cap). Deviation from the reference code: the paper's
 "example branch" synthesises new examples with the optimizer; here it picks
 real training examples again, so every demo's gold answer is trustworthy.
 
@@ -358,9 +361,12 @@ class PromptWizard(Strategy):
 
     def reasoning_chain(self, ctx: Context, prompt: Prompt, example: Example) -> str | None:
         """A chain from the input to the gold answer, or None when the task reads another answer from it."""
-        reply = ctx.propose(REASON_PROMPT.format(
+        replies = ctx.propose_within_cap(REASON_PROMPT.format(
             description=self._description(ctx), instruction=prompt.instruction, input=example.input,
-            answer=example.target), temperature=self.temperature, max_tokens=REASON_TOKENS)[0]
+            answer=example.target), temperature=self.temperature, max_tokens=REASON_TOKENS)
+        if replies is None:
+            return None  # the optimizer is out of calls: the demo keeps the gold answer
+        reply = replies[0]
         chain = clean_prompt_text(self._untagged(reply), max_chars=1500)
         if chain is None:
             ctx.skip("reasoning", "no usable reasoning chain", reply)
@@ -374,8 +380,12 @@ class PromptWizard(Strategy):
         """An expert persona for the system prompt (the prompt's own system text if none is usable)."""
         if not self.generate_expert_identity:
             return prompt.system
-        reply = ctx.propose(EXPERT_PROMPT.format(description=self._description(ctx), instruction=prompt.instruction),
-                            temperature=self.temperature, max_tokens=EXPERT_TOKENS)[0]
+        replies = ctx.propose_within_cap(EXPERT_PROMPT.format(description=self._description(ctx),
+                                                              instruction=prompt.instruction),
+                                         temperature=self.temperature, max_tokens=EXPERT_TOKENS)
+        if replies is None:
+            return prompt.system  # the optimizer is out of calls
+        reply = replies[0]
         persona = clean_prompt_text(self._untagged(reply), max_chars=1000)
         if persona is None:
             ctx.skip("persona", "no usable expert description", reply)

@@ -85,6 +85,29 @@ def test_promptwizard_mutates_refines_and_builds_the_combined_prompt(parity_task
     assert combined.id in full and result.best_prompt.id in full
 
 
+def test_an_optimizer_cap_in_the_last_stage_still_combines_and_scores(parity_task: Task, tmp_path: Path) -> None:
+    def reply(r: Request) -> str:
+        return wizard_optimizer(r) if r.role == "optimizer" else _needs_the_word(r)
+
+    final_stage = ("how to get from the input to the correct answer", "describe the expert")
+    uncapped = FakeBackend(reply=reply)
+    promptopt.optimize(parity_task, PromptWizard(**SMALL), uncapped, answer_mode="generate", cache=False,
+                       budget=promptopt.Budget(target_calls=3000), runs_dir=tmp_path / "uncapped")
+    before_final = sum(r.role == "optimizer" and not any(k in r.messages[-1].content for k in final_stage)
+                       for r in uncapped.generate_requests)
+    result = promptopt.optimize(parity_task, PromptWizard(**SMALL), FakeBackend(reply=reply), answer_mode="generate",
+                                cache=False, runs_dir=tmp_path / "capped",
+                                budget=promptopt.Budget(target_calls=3000, optimizer_calls=before_final))
+    assert result.stopped_by is not None and result.stopped_by.startswith(f"optimizer call cap {before_final}")
+    events = _events(result.run_dir)
+    combined = Prompt.from_dict(next(e["prompt"] for e in events if e.get("operator") == "combine"))
+    # no chain and no persona could be asked for: gold answers as demos, the prompt's own system text
+    assert combined.system == parity_task.seed_prompt.system and MAGIC in combined.instruction
+    assert combined.demos and all(d.output in ("even", "odd") for d in combined.demos)
+    full = {e["prompt_id"] for e in events if e["type"] == "evaluation" and e["dev"] and e["n"] == 12}
+    assert combined.id in full and result.best_dev == 1.0
+
+
 def test_mutation_shows_thinking_styles(parity_task: Task, tmp_path: Path) -> None:
     seen: list[str] = []
 
