@@ -124,8 +124,10 @@ class LlamaCppBackend(Backend):
             raise ConfigError("llama-cpp-python is not installed; run `pip install promptopt` "
                               "(it is a core dependency) or `pip install llama-cpp-python`") from exc
         # verbose=False silences llama.cpp's load logs at the file-descriptor level.
+        # n_threads_batch too: left unset, llama.cpp evaluates prompts on every core whatever
+        # n_threads says, and two runs with n_threads=1 on two cores then ran 7x slower (spinning threads).
         return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                     seed=self.seed, verbose=False)
+                     n_threads_batch=self.n_threads, seed=self.seed, verbose=False)
 
     # -- generation -------------------------------------------------------------------------
     def _generate_one(self, req: Request) -> Completion:

@@ -92,3 +92,14 @@ def test_sampling_is_reproducible_with_a_seed(backend: LlamaCppBackend) -> None:
 def test_an_empty_continuation_has_probability_one(backend: LlamaCppBackend) -> None:
     got = asyncio.run(backend.ascore([ScoreRequest(MESSAGES, "")]))[0]
     assert got.logprob == 0.0 and got.n_tokens == 0
+
+
+def test_n_threads_also_bounds_prompt_evaluation() -> None:
+    one = LlamaCppBackend("smollm2", n_ctx=256, n_threads=1)
+    try:
+        asyncio.run(one.ascore([ScoreRequest((Message("user", "Is water wet?"),), "Yes")]))
+        llm = one._llm
+        assert llm is not None and (llm.n_threads, llm.n_threads_batch) == (1, 1)
+        assert (llm.context_params.n_threads, llm.context_params.n_threads_batch) == (1, 1)
+    finally:
+        one.close()
