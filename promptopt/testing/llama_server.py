@@ -52,9 +52,11 @@ def run_llama_server(
         model_path: GGUF file to serve; defaults to :func:`smollm2_path`.
         port: port on 127.0.0.1; a free one is picked if not given.
         n_ctx: context window in tokens.
-        n_threads: CPU threads for generation; defaults to half the logical cores.
-            llama.cpp threads spin while they wait, so using every core slows
-            generation badly (several times over) when anything else is busy.
+        n_threads: CPU threads; defaults to half the logical cores for generation
+            (llama.cpp threads spin while they wait, so using every core slows
+            generation badly, several times over, when anything else is busy) and all
+            of them for prompt evaluation (the server's own default). A number given
+            here is used for both.
         model_alias: the model id the server lists; ``"smollm2"`` for the default
             model, else the file's stem. (The server answers any model name.)
         startup_timeout: seconds to wait for ``/v1/models`` to answer.
@@ -97,6 +99,8 @@ def run_llama_server(
         "--port", str(port),
         "--n_ctx", str(n_ctx),
         "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2) // 2)),
+        # an explicit count bounds prompt evaluation too (the server's default for it is every core)
+        *(["--n_threads_batch", str(n_threads)] if n_threads else []),
         "--use_mlock", "False",  # locking pages fails under low ulimits in containers
         "--verbose", "False",
         *(["--n_batch", "1", "--n_ubatch", "1"] if deterministic else []),
