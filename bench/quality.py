@@ -44,6 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import mean_sd
 from bench.overhead import code_version
 from bench.proxy import CallRecord, CountingProxy, summarize_calls
 
@@ -197,11 +198,6 @@ def run_one(method: str, task: Any, splits: dict[str, Any], splits_file: Path, s
     return row
 
 
-def _mean_sd(values: Sequence[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
-
-
 def write_table(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Markdown: per task, each method's test accuracy (mean ± sample sd over seeds) and spend."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -217,7 +213,7 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path) -> None:
         mark = " (meter)" if rs[0]["target_counted_by"] != "proxy" else ""
         ok = [r["test_accuracy"] for r in rs if r["status"] == "ok"]
         failed = f" ({len(rs) - len(ok)} failed)" if len(ok) < len(rs) else ""
-        lines.append(f"| {task} | {method} | {len(rs)}{failed} | {_mean_sd(ok) if ok else 'failed'} | "
+        lines.append(f"| {task} | {method} | {len(rs)}{failed} | {mean_sd(ok) if ok else 'failed'} | "
                      f"{statistics.mean(r['target_calls'] for r in rs):.0f}{mark} | "
                      f"{statistics.mean(r['target_tokens'] for r in rs):.0f} | "
                      f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} | "
@@ -226,7 +222,7 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path) -> None:
                      f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
     for task, values in sorted(seed_rows.items()):
         lines.append(f"| {task} | seed prompt (promptopt format, from its runs) | {len(values)} | "
-                     f"{_mean_sd(values)} | – | – | – | – | – | – |")
+                     f"{mean_sd(values)} | – | – | – | – | – | – |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -21,6 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench import mean_sd
+
 STRATEGIES = ("apo", "opro", "ape", "promptwizard", "gepa", "fewshot")
 
 
@@ -78,13 +80,6 @@ def _done(rows: list[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
     return {(r["task"], r["mode"], r["seed"], r["strategy"]) for r in rows}
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "–"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
-
-
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     """Markdown: per task and mode, the seed prompt then each strategy (mean ± sd over seeds)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -95,15 +90,15 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     for (task, mode), group in sorted(groups.items()):
         seeds = {r["seed"]: r for r in group}
         lines.append(f"| {task} | {mode} | seed prompt | {len(seeds)} | "
-                     f"{_fmt([r['seed_dev'] for r in seeds.values()])} | "
-                     f"{_fmt([r['seed_test'] for r in seeds.values()])} | – | – |")
+                     f"{mean_sd([r['seed_dev'] for r in seeds.values()])} | "
+                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – |")
         by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
             by_strategy[r["strategy"]].append(r)
         for name in [s for s in STRATEGIES if s in by_strategy]:
             rs = by_strategy[name]
-            lines.append(f"| {task} | {mode} | {name} | {len(rs)} | {_fmt([r['best_dev'] for r in rs])} | "
-                         f"{_fmt([r['best_test'] for r in rs])} | "
+            lines.append(f"| {task} | {mode} | {name} | {len(rs)} | {mean_sd([r['best_dev'] for r in rs])} | "
+                         f"{mean_sd([r['best_test'] for r in rs])} | "
                          f"{statistics.mean(r['target_calls'] for r in rs):.0f} | "
                          f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
