@@ -115,6 +115,8 @@ class Meter:
         self.budget = budget or Budget()
         self.usage = Usage()
         self.enforce = True
+        #: target calls the strategy may not spend: kept for the Run to score its finalists on all of dev
+        self.held_back = 0
         #: called after every answered call (progress displays); must be cheap
         self.listener: Callable[[], None] | None = None
         self._clock = clock
@@ -129,9 +131,11 @@ class Meter:
             return
         b, used = self.budget, self.usage.role(role)
         cap = b.target_calls if role == "target" else b.optimizer_calls
-        if cap is not None and used.calls + n_calls > cap:
-            raise BudgetExhausted(f"{role} call cap {cap}: {used.calls} used, the next batch needs {n_calls} more",
-                                  cap=f"{role}_calls")
+        held = self.held_back if role == "target" else 0
+        if cap is not None and used.calls + n_calls > cap - held:
+            kept = f" ({held} kept back to score the finalists on all of dev)" if held else ""
+            raise BudgetExhausted(f"{role} call cap {cap}{kept}: {used.calls} used, the next batch needs "
+                                  f"{n_calls} more", cap=f"{role}_calls")
         if b.tokens is not None and self.usage.tokens >= b.tokens:
             raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)", cap="tokens")
         if b.usd is not None and self.usage.usd >= b.usd:

@@ -158,6 +158,10 @@ def optimize(
     budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", help="Cap on tokens (both roles)."),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Cap on dollars (both roles)."),
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds", help="Cap on search wall time."),
+    finalist_reserve: Optional[int] = typer.Option(
+        None, "--finalist-reserve", help="Full-dev evaluations of the target-call cap kept back so the strategy's "
+        "best candidates are scored on all of dev even when it runs out (0: the strategy gets the whole cap; "
+        "default: the strategy's own, 1 for apo and fewshot, which select on dev samples, else 0)."),
     seed: int = SEED, answer_mode: str = ANSWER_MODE,
     n_train: Optional[int] = N_TRAIN, n_dev: Optional[int] = N_DEV, n_test: Optional[int] = N_TEST,
     data_dir: Optional[Path] = DATA_DIR, offline: bool = OFFLINE,
@@ -198,7 +202,7 @@ def optimize(
             return
         view = _ProgressView() if progress else None
         try:
-            result = run_optimize(task, strategy, model, on_event=view,
+            result = run_optimize(task, strategy, model, on_event=view, finalist_reserve=finalist_reserve,
                                   mlflow=mlflow_experiment if mlflow else False, **kwargs)
         finally:
             if view is not None:

@@ -118,6 +118,12 @@ class Evaluator:
         for (p, ex), res in zip(pairs, results, strict=False):
             self._memo[(p.id, ex.id)] = res
 
+    def calls_for(self, examples: Sequence[Example]) -> int:
+        """Target calls one prompt needs on ``examples``: one per example, or one per label in choice mode."""
+        if self.mode == "generate":
+            return len(examples)
+        return sum(len(self.task.choices(ex) or ()) for ex in examples)
+
     def known(self, prompt: Prompt, example: Example) -> ExampleResult | None:
         """The result already computed for this pair, if any."""
         return self._memo.get((prompt.id, example.id))

@@ -51,6 +51,11 @@ class History:
         """Candidates scored on every dev example."""
         return [c for c in self.candidates.values() if len(c.dev_scores) == len(self.dev_ids)]
 
+    def partly_scored(self) -> list[Candidate]:
+        """Candidates scored on some dev examples but not all, best partial mean first."""
+        part = [c for c in self.candidates.values() if 0 < len(c.dev_scores) < len(self.dev_ids)]
+        return sorted(part, key=lambda c: (-c.dev_mean(), c.order))
+
     def best(self) -> Candidate | None:
         """Highest full-dev mean; ties go to the earlier candidate (the seed first)."""
         full = self.fully_scored()

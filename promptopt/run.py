@@ -97,8 +97,9 @@ class _Run:
     """One run's state while it executes."""
 
     def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
-                 store: RunStore, on_event: EventCallback | None) -> None:
+                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int = 1) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
+        self.finalist_reserve = finalist_reserve
         self.store, self.on_event = store, on_event
         self.history = History(tuple(ex.id for ex in task.splits.dev))
         self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
@@ -134,18 +135,64 @@ class _Run:
                        emit=self.emit, seed=self.seed)
 
     def search(self, ctx: Context) -> str | None:
-        """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any."""
+        """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any.
+
+        While the strategy runs, the meter keeps back the target calls that
+        ``finalist_reserve`` full-dev evaluations need, so a strategy stopped by
+        the target cap still has its most promising candidates scored on all of
+        dev (the Run can only pick a prompt scored there).
+        """
         try:
             ctx.record(ctx.seed_prompt, operator="seed")
             ctx.evaluate([ctx.seed_prompt])
-            finalists = self.strategy.optimize(ctx)
-            ctx.evaluate(list(finalists))
         except BudgetExhausted as exc:
             self.emit({"type": "budget_exhausted", "reason": str(exc)})
             return str(exc)
-        if ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
+        meter = self.session.meter
+        meter.held_back = self.held_back_for_finalists()
+        stopped_by: str | None = None
+        finalists: Sequence[Prompt] = ()
+        try:
+            finalists = self.strategy.optimize(ctx)
+        except BudgetExhausted as exc:
+            self.emit({"type": "budget_exhausted", "reason": str(exc)})
+            stopped_by = str(exc)
+        finally:
+            meter.held_back = 0
+        if stopped_by is None and ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
             self.emit({"type": "budget_exhausted", "reason": ctx.optimizer_cap_hit})
-        return ctx.optimizer_cap_hit
+            stopped_by = ctx.optimizer_cap_hit
+        refused = self.score_finalists(ctx, finalists)
+        if stopped_by is None and refused is not None:
+            self.emit({"type": "budget_exhausted", "reason": refused})
+            stopped_by = refused
+        return stopped_by
+
+    def held_back_for_finalists(self) -> int:
+        """Target calls to keep from the strategy: ``finalist_reserve`` full-dev evaluations, if that
+        is at most half of what is left after the seed (a smaller budget goes to the search whole)."""
+        cap, meter = self.session.meter.budget.target_calls, self.session.meter
+        if cap is None or self.finalist_reserve == 0:
+            return 0
+        need = self.finalist_reserve * self.evaluator.calls_for(self.task.splits.dev)
+        return need if 2 * need <= cap - meter.usage.target.calls else 0
+
+    def score_finalists(self, ctx: Context, finalists: Sequence[Prompt]) -> str | None:
+        """Score on all of dev, while the budget lasts: the strategy's finalists in its order, then the
+        partly scored candidates whose partial dev mean beats the best full one, best first.
+
+        Returns why the budget refused one, if it did.
+        """
+        best = self.history.best()
+        bar = best.dev_mean() if best else float("-inf")
+        queue = list(finalists) + [c.prompt for c in self.history.partly_scored() if c.dev_mean() > bar]
+        refused = None
+        for prompt in {p.id: p for p in queue}.values():
+            try:
+                ctx.evaluate([prompt])
+            except BudgetExhausted as exc:  # one with fewer dev examples left to score may still fit
+                refused = refused or str(exc)
+        return refused
 
     def test(self, prompts: Sequence[Prompt]) -> list[Score]:
         self.session.meter.enforce = False  # the final test evaluation is never cut short
@@ -165,7 +212,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              runs_dir: str | Path = "runs", run_id: str | None = None, cache: bool | str | Path = True,
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
-             mlflow: bool | str = False) -> Result:
+             mlflow: bool | str = False, finalist_reserve: int | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Args:
@@ -196,6 +243,12 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         mlflow: also log the run to MLflow (extra ``promptopt[mlflow]``): True for the
             experiment ``promptopt``, or an experiment name. The store is MLflow's
             choice (``MLFLOW_TRACKING_URI``).
+        finalist_reserve: full-dev evaluations of the target-call cap kept from the
+            strategy, so that its most promising candidates are still scored on all
+            of dev when it runs out (0 gives the strategy the whole cap). Default: the
+            strategy's own (1 for those that select on dev samples, apo and fewshot;
+            0 for the rest). Applies only when it is at most half of the cap left
+            after scoring the seed.
 
     Returns:
         The :class:`Result`, also written to ``runs/<id>/result.json``.
@@ -204,6 +257,10 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         ConfigError: bad input (names, sizes, budget, data); nothing is spent.
         BackendError: a call failed for good (e.g. a bad API key); finished calls stay cached.
     """
+    if finalist_reserve is not None and (isinstance(finalist_reserve, bool)
+                                         or not isinstance(finalist_reserve, int) or finalist_reserve < 0):
+        raise ConfigError(f"finalist_reserve must be a whole number >= 0; got {finalist_reserve!r} "
+                          "(e.g. --finalist-reserve 1, or 0 to give the strategy the whole budget)")
     if mlflow is not False and not (mlflow is True or (isinstance(mlflow, str) and mlflow.strip())):
         raise ConfigError(f"mlflow must be True, False or an experiment name; got {mlflow!r}")
     if mlflow:
@@ -214,6 +271,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
     strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
+    finalist_reserve = strat.finalist_reserve if finalist_reserve is None else finalist_reserve
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,
@@ -226,7 +284,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                                   f"{session.target.model_string} cannot give; use a backend that can score")
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
-                  "budget": budget.to_dict(), "seed": seed, "answer_mode": mode,
+                  "budget": budget.to_dict(), "finalist_reserve": finalist_reserve, "seed": seed,
+                  "answer_mode": mode,
                   "task_options": options.to_config()}
         run_dir = runs_path / (run_id or _config_id(config))
         tracker = None
@@ -241,7 +300,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
             store.write_json("config.json", config)
             store.start_events()
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=seed,
-                                   store=store, on_event=on_event), config)
+                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve), config)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)

@@ -84,6 +84,10 @@ def _routed(router_file: str) -> list[str]:
 # Each case: (id, argv builder given tmp_path, fragments the one-line message must contain;
 # "{tmp}" stands for tmp_path).
 BAD_INPUT: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
+    ("negative-finalist-reserve",
+     lambda p: ["optimize", "--model", "fake:x", "--task", "synthetic:sentiment", "--finalist-reserve", "-1",
+                "--runs-dir", str(p / "runs")],
+     ["finalist_reserve", "-1", "--finalist-reserve 1"]),
     ("unknown-strategy",
      lambda p: ["optimize", "--model", "fake:x", "--task", "synthetic:sentiment", "--strategy", "nope"],
      ["'nope'", "apo", "promptopt strategies"]),

@@ -37,6 +37,11 @@ class Strategy(ABC):
     constraints: ClassVar[dict[str, Any]] = {}
     #: True when the strategy needs backend log-probabilities (``ctx.loss``)
     needs_score: ClassVar[bool] = False
+    #: full-dev evaluations the Run keeps back from the target-call cap so that this
+    #: strategy's best candidates are still scored on all of dev when it runs out;
+    #: worth it for strategies that select on dev samples, a waste for those that
+    #: score every candidate on all of dev as they go
+    finalist_reserve: ClassVar[int] = 0
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""

@@ -107,6 +107,7 @@ class APO(Strategy):
     """
 
     name: ClassVar[str] = "apo"
+    finalist_reserve: ClassVar[int] = 1  # selection runs on dev samples
     summary: ClassVar[str] = ("textual gradients: critique errors, edit, paraphrase; beam search "
                               "with bandit selection (Pryzant et al., 2023)")
     constraints: ClassVar[dict[str, Any]] = {

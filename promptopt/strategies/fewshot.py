@@ -123,6 +123,7 @@ class FewShot(Strategy):
     """
 
     name: ClassVar[str] = "fewshot"
+    finalist_reserve: ClassVar[int] = 1  # selection runs on dev samples
     summary: ClassVar[str] = ("demonstration selection: random, bootstrapped, or joint with instructions via "
                               "TPE (DSPy, Khattab et al., 2023; MIPROv2, Opsahl-Ong et al., 2024)")
     constraints: ClassVar[dict[str, Any]] = {

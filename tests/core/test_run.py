@@ -124,3 +124,66 @@ def test_a_cap_the_strategy_worked_around_is_not_reported_as_the_stop(parity_tas
     result = promptopt.optimize(parity_task, _SmallerAsk(), _backend(), answer_mode="generate", cache=False,
                                 runs_dir=tmp_path / "runs", budget=promptopt.Budget(optimizer_calls=3))
     assert result.usage["search"]["optimizer"]["calls"] == 2 and result.stopped_by is None
+
+
+class _SpendsItAll(Strategy):
+    """Finds the magic-word prompt, scores it on half of dev, then spends the rest on dead ends."""
+
+    name = "spends-it-all"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        found = ctx.seed_prompt.with_instruction("Use PARITY: say whether the number is even or odd.")
+        ctx.record(found, [ctx.seed_prompt], "edit")
+        ctx.evaluate([found], ctx.dev[: len(ctx.dev) // 2])
+        for i in range(1000):  # until the cap refuses
+            dead_end = ctx.seed_prompt.with_instruction(f"Say whether the number is even or odd ({i}).")
+            ctx.record(dead_end, [ctx.seed_prompt], "edit")
+            ctx.evaluate([dead_end], ctx.dev[:4])
+        return [found]
+
+
+@pytest.mark.parametrize("reserve", [0, 1])
+def test_calls_kept_back_score_a_partly_scored_candidate_when_the_strategy_runs_out(
+        parity_task: Task, tmp_path: Path, reserve: int) -> None:
+    n_dev = len(parity_task.splits.dev)
+    result = promptopt.optimize(parity_task, _SpendsItAll(), _backend(), answer_mode="generate", cache=False,
+                                runs_dir=tmp_path / "runs", budget=promptopt.Budget(target_calls=6 * n_dev),
+                                finalist_reserve=reserve)
+    assert result.usage["search"]["target"]["calls"] <= 6 * n_dev
+    assert result.stopped_by is not None and "target call cap" in result.stopped_by
+    if reserve:  # the found prompt was completed on dev with the calls kept back, and won
+        assert "PARITY" in result.best_prompt.instruction and result.best_dev == 1.0
+    else:  # the strategy spent everything; half a dev score cannot be compared, so the seed stays
+        assert result.best_prompt == parity_task.seed_prompt
+    config = json.loads(Path(result.run_dir, "config.json").read_text())
+    assert config["finalist_reserve"] == reserve
+
+
+def test_no_calls_are_kept_back_when_they_would_take_more_than_half_the_budget(
+        parity_task: Task, tmp_path: Path) -> None:
+    n_dev = len(parity_task.splits.dev)
+    # seed n_dev, then 2 n_dev - 1 left: keeping n_dev back would leave the strategy less than it keeps
+    result = promptopt.optimize(parity_task, _SpendsItAll(), _backend(), answer_mode="generate", cache=False,
+                                runs_dir=tmp_path / "runs", budget=promptopt.Budget(target_calls=3 * n_dev - 1),
+                                finalist_reserve=1)
+    events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+    reasons = [e["reason"] for e in events if e["type"] == "budget_exhausted"]
+    assert reasons and "kept back" not in reasons[0]
+    assert result.usage["search"]["target"]["calls"] > 3 * n_dev - 1 - 4  # the strategy used (nearly) all
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "1"])
+def test_a_bad_finalist_reserve_is_refused_before_anything_is_spent(
+        parity_task: Task, tmp_path: Path, bad: Any) -> None:
+    fake = _backend()
+    with pytest.raises(promptopt.ConfigError, match="finalist_reserve"):
+        promptopt.optimize(parity_task, "apo", fake, runs_dir=tmp_path / "runs", finalist_reserve=bad)
+    assert fake.n_calls == 0
+
+
+def test_the_reserve_defaults_to_the_strategys_own(parity_task: Task, tmp_path: Path) -> None:
+    budget = promptopt.Budget(target_calls=40)
+    apo = _run(parity_task, tmp_path / "apo", cache=False, budget=budget)
+    opro = promptopt.optimize(parity_task, "opro", _backend(), answer_mode="generate", cache=False,
+                              runs_dir=tmp_path / "opro", budget=budget)
+    assert [json.loads(Path(r.run_dir, "config.json").read_text())["finalist_reserve"] for r in (apo, opro)] == [1, 0]
