@@ -5,7 +5,9 @@ and every port forwards to the same upstream server. Whatever a system under
 test reports about itself, the proxy sees every request it sends, so calls and
 tokens are counted the same way for promptopt and for DSPy: a call is one
 request to a ``.../completions`` path, and its tokens are the ``usage`` the
-server put in the reply.
+server put in the reply. The one change it makes to a request: a reply length
+given only as ``max_completion_tokens`` is forwarded as ``max_tokens`` (see
+``_capped``), so that llama_cpp.server honours it.
 
 The proxy runs its own asyncio loop in a daemon thread, so a benchmark driver
 can read the counts between runs while the systems under test run in other
@@ -164,7 +166,7 @@ class CountingProxy:
                 started = time.time()
                 self._in_flight += 1
                 try:
-                    status, reply_headers, reply_body = await self._forward(head, headers, body)
+                    status, reply_headers, reply_body = await self._forward(head, headers, _capped(body))
                 finally:
                     self._in_flight -= 1
                 # Counted before answering: the server did the work even if the client died meanwhile.
@@ -208,6 +210,21 @@ class CountingProxy:
                             max_tokens=asked if isinstance(asked, int) else None)
         with self._lock:
             self._records.append(record)
+
+
+def _capped(body: bytes) -> bytes:
+    """The request with ``max_completion_tokens`` sent as ``max_tokens`` when only the former is set.
+
+    llama_cpp.server knows only ``max_tokens`` and drops the newer field, so a
+    client that says ``max_completion_tokens`` (DSPy 3.4's own OpenAI client
+    does) would get replies running to the end of the context. Renaming it lets
+    the server honour the length every system asks for.
+    """
+    request = _json(body)
+    if "max_completion_tokens" not in request or "max_tokens" in request:
+        return body
+    request["max_tokens"] = request.pop("max_completion_tokens")
+    return json.dumps(request).encode("utf-8")
 
 
 async def _read_message(reader: asyncio.StreamReader, *, is_request: bool,
