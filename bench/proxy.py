@@ -221,7 +221,7 @@ def _capped(body: bytes) -> bytes:
     the server honour the length every system asks for.
     """
     request = _json(body)
-    if "max_completion_tokens" not in request or "max_tokens" in request:
+    if request.get("max_completion_tokens") is None or request.get("max_tokens") is not None:
         return body
     request["max_tokens"] = request.pop("max_completion_tokens")
     return json.dumps(request).encode("utf-8")

@@ -180,6 +180,7 @@ def optimize(
 ) -> None:
     """Search for a better prompt, then score the seed and the best prompt once on test."""
     from promptopt.estimate import estimate
+    from promptopt.run import check_finalist_reserve
     from promptopt.run import optimize as run_optimize
 
     with _friendly_errors():
@@ -194,6 +195,7 @@ def optimize(
             cache=_cache_arg(cache, no_cache), model_options=_model_options(
                 base_url, max_concurrency, timeout, router, requests_per_second, tokens_per_minute),
             optimizer_options=_model_options(optimizer_base_url) or None)
+        check_finalist_reserve(finalist_reserve)  # also on a dry run, which checks the options
         if dry_run:
             spend_keys = ("optimizer_model", "budget", "seed", "answer_mode", "strategy_params", "n_train", "n_dev",
                           "n_test", "data_dir", "offline", "input_field", "target_field", "metric", "labels",

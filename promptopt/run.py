@@ -97,9 +97,10 @@ class _Run:
     """One run's state while it executes."""
 
     def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
-                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int = 1) -> None:
+                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
         self.finalist_reserve = finalist_reserve
+        self._last_refusal = ""
         self.store, self.on_event = store, on_event
         self.history = History(tuple(ex.id for ex in task.splits.dev))
         self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
@@ -162,7 +163,7 @@ class _Run:
         if stopped_by is None and ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
             self.emit({"type": "budget_exhausted", "reason": ctx.optimizer_cap_hit})
             stopped_by = ctx.optimizer_cap_hit
-        refused = self.score_finalists(ctx, finalists)
+        refused = self.score_finalists(ctx, finalists, stopped=stopped_by is not None)
         if stopped_by is None and refused is not None:
             self.emit({"type": "budget_exhausted", "reason": refused})
             stopped_by = refused
@@ -177,22 +178,34 @@ class _Run:
         need = self.finalist_reserve * self.evaluator.calls_for(self.task.splits.dev)
         return need if 2 * need <= cap - meter.usage.target.calls else 0
 
-    def score_finalists(self, ctx: Context, finalists: Sequence[Prompt]) -> str | None:
-        """Score on all of dev, while the budget lasts: the strategy's finalists in its order, then the
-        partly scored candidates whose partial dev mean beats the best full one, best first.
+    def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
+        """Score on all of dev, while the budget lasts, the finalists the strategy returned, in its order.
 
-        Returns why the budget refused one, if it did.
+        A strategy the budget ``stopped`` returned none: with a finalist reserve,
+        the candidates it scored on part of dev whose partial mean beats the best
+        full one are scored instead, best first. Returns why the budget refused a
+        returned finalist, if it did; every candidate left unscored is noted.
         """
-        best = self.history.best()
-        bar = best.dev_mean() if best else float("-inf")
-        queue = list(finalists) + [c.prompt for c in self.history.partly_scored() if c.dev_mean() > bar]
         refused = None
-        for prompt in {p.id: p for p in queue}.values():
-            try:
-                ctx.evaluate([prompt])
-            except BudgetExhausted as exc:  # one with fewer dev examples left to score may still fit
-                refused = refused or str(exc)
+        for prompt in {p.id: p for p in finalists}.values():
+            if not self._complete(ctx, prompt):
+                refused = refused or self._last_refusal
+        if stopped and self.finalist_reserve > 0:
+            for cand in self.history.partly_scored():
+                best = self.history.best()
+                if best is None or cand.dev_mean() > best.dev_mean():
+                    self._complete(ctx, cand.prompt)
         return refused
+
+    def _complete(self, ctx: Context, prompt: Prompt) -> bool:
+        """Score ``prompt`` on all of dev; False (and a note) if the budget refuses."""
+        try:
+            ctx.evaluate([prompt])
+        except BudgetExhausted as exc:  # another candidate, with fewer dev examples left, may still fit
+            self._last_refusal = str(exc)
+            ctx.note("finalist_unscored", prompt_id=prompt.id, reason=str(exc))
+            return False
+        return True
 
     def test(self, prompts: Sequence[Prompt]) -> list[Score]:
         self.session.meter.enforce = False  # the final test evaluation is never cut short
@@ -201,6 +214,13 @@ class _Run:
             self.emit({"type": "test", "prompt_id": res.prompt.id, "mean": res.mean, "n": len(res.examples),
                        "scores": {e.example_id: e.score for e in res.examples}})
         return [summarize([e.score for e in r.examples]) for r in results]
+
+
+def check_finalist_reserve(value: object) -> None:
+    """Raise ConfigError unless ``value`` is None or a whole number >= 0."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ConfigError(f"finalist_reserve must be a whole number >= 0; got {value!r} "
+                          "(e.g. --finalist-reserve 1, or 0 to give the strategy the whole budget)")
 
 
 def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
@@ -257,10 +277,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         ConfigError: bad input (names, sizes, budget, data); nothing is spent.
         BackendError: a call failed for good (e.g. a bad API key); finished calls stay cached.
     """
-    if finalist_reserve is not None and (isinstance(finalist_reserve, bool)
-                                         or not isinstance(finalist_reserve, int) or finalist_reserve < 0):
-        raise ConfigError(f"finalist_reserve must be a whole number >= 0; got {finalist_reserve!r} "
-                          "(e.g. --finalist-reserve 1, or 0 to give the strategy the whole budget)")
+    check_finalist_reserve(finalist_reserve)
     if mlflow is not False and not (mlflow is True or (isinstance(mlflow, str) and mlflow.strip())):
         raise ConfigError(f"mlflow must be True, False or an experiment name; got {mlflow!r}")
     if mlflow:

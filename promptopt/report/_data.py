@@ -371,6 +371,8 @@ def header(config: Mapping[str, Any], result: Mapping[str, Any] | None, events: 
         ("answer mode", str(config.get("answer_mode", "?"))),
         ("seed", str(config.get("seed", "?"))),
         ("budget", _budget_text(config.get("budget"))),
+        ("finalist reserve", f"{config['finalist_reserve']} full-dev evaluation(s) kept back"
+         if config.get("finalist_reserve") else "none"),
         ("stopped by", stop_reason(events, result)),
         ("candidates", str(result.get("n_candidates") if result else len(candidates(events)))),
         ("dev (seed → best)", f"{_fmt(seed_dev)} → {_fmt(best_dev)}"),

@@ -151,6 +151,7 @@ def test_calls_kept_back_score_a_partly_scored_candidate_when_the_strategy_runs_
                                 finalist_reserve=reserve)
     assert result.usage["search"]["target"]["calls"] <= 6 * n_dev
     assert result.stopped_by is not None and "target call cap" in result.stopped_by
+    assert ("kept back" in result.stopped_by) == bool(reserve)
     if reserve:  # the found prompt was completed on dev with the calls kept back, and won
         assert "PARITY" in result.best_prompt.instruction and result.best_dev == 1.0
     else:  # the strategy spent everything; half a dev score cannot be compared, so the seed stays
@@ -187,3 +188,49 @@ def test_the_reserve_defaults_to_the_strategys_own(parity_task: Task, tmp_path: 
     opro = promptopt.optimize(parity_task, "opro", _backend(), answer_mode="generate", cache=False,
                               runs_dir=tmp_path / "opro", budget=budget)
     assert [json.loads(Path(r.run_dir, "config.json").read_text())["finalist_reserve"] for r in (apo, opro)] == [1, 0]
+    assert apo.stopped_by is not None and "12 kept back" in apo.stopped_by  # one evaluation of the 12 dev examples
+
+
+def _events(result: promptopt.Result) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+
+
+class _PeeksThenReturnsTheSeed(Strategy):
+    """Scores the magic-word prompt on a few dev examples, then returns only the seed."""
+
+    name = "peeks"
+    finalist_reserve = 1
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        found = ctx.seed_prompt.with_instruction("Use PARITY: say whether the number is even or odd.")
+        ctx.record(found, [ctx.seed_prompt], "edit")
+        ctx.evaluate([found], ctx.dev[:4])
+        return [ctx.seed_prompt]
+
+
+def test_a_strategy_that_returns_on_its_own_keeps_its_choice_and_is_not_reported_stopped(
+        parity_task: Task, tmp_path: Path) -> None:
+    n_dev = len(parity_task.splits.dev)
+    result = promptopt.optimize(parity_task, _PeeksThenReturnsTheSeed(), _backend(), answer_mode="generate",
+                                cache=False, runs_dir=tmp_path / "runs",
+                                budget=promptopt.Budget(target_calls=4 * n_dev))
+    assert result.stopped_by is None
+    assert result.best_prompt == parity_task.seed_prompt  # the peeked candidate is not scored behind its back
+    assert result.usage["search"]["target"]["calls"] == n_dev + 4
+
+
+class _ReturnsThreeUnscored(Strategy):
+    name = "three-unscored"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        return [ctx.seed_prompt.with_instruction(f"Say even or odd, take {i}.") for i in range(3)]
+
+
+def test_finalists_the_budget_refuses_are_noted_and_reported_as_the_stop(parity_task: Task, tmp_path: Path) -> None:
+    n_dev = len(parity_task.splits.dev)
+    result = promptopt.optimize(parity_task, _ReturnsThreeUnscored(), _backend(), answer_mode="generate",
+                                cache=False, runs_dir=tmp_path / "runs",
+                                budget=promptopt.Budget(target_calls=2 * n_dev + 3))
+    assert result.stopped_by is not None and "target call cap" in result.stopped_by
+    assert result.usage["search"]["target"]["calls"] == 2 * n_dev  # the seed and the first finalist
+    assert sum(e["type"] == "finalist_unscored" for e in _events(result)) == 2
