@@ -266,9 +266,9 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         finalist_reserve: full-dev evaluations of the target-call cap kept from the
             strategy, so that its most promising candidates are still scored on all
             of dev when it runs out (0 gives the strategy the whole cap). Default: the
-            strategy's own (1 for those that select on dev samples, apo and fewshot;
-            0 for the rest). Applies only when it is at most half of the cap left
-            after scoring the seed.
+            strategy's own (:meth:`Strategy.finalist_reserve`: 1 for apo and fewshot
+            when their selection samples are smaller than dev, else 0). Applies only
+            when it is at most half of the cap left after scoring the seed.
 
     Returns:
         The :class:`Result`, also written to ``runs/<id>/result.json``.
@@ -288,7 +288,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                           offline=offline, input_field=input_field, target_field=target_field,
                           metric=metric, labels=tuple(labels) if labels else None)
     strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
-    finalist_reserve = strat.finalist_reserve if finalist_reserve is None else finalist_reserve
+    if finalist_reserve is None:
+        finalist_reserve = strat.finalist_reserve(len(task_obj.splits.dev))
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,

@@ -37,15 +37,17 @@ class Strategy(ABC):
     constraints: ClassVar[dict[str, Any]] = {}
     #: True when the strategy needs backend log-probabilities (``ctx.loss``)
     needs_score: ClassVar[bool] = False
-    #: full-dev evaluations the Run keeps back from the target-call cap so that this
-    #: strategy's best candidates are still scored on all of dev when it runs out;
-    #: worth it for strategies that select on dev samples, a waste for those that
-    #: score every candidate on all of dev as they go
-    finalist_reserve: ClassVar[int] = 0
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""
         return get_params(self)
+
+    def finalist_reserve(self, n_dev: int) -> int:
+        """Full-dev evaluations the Run should keep back from the target-call cap, so that the
+        candidates this strategy scored on part of a dev split of ``n_dev`` examples can still
+        be scored on all of it when the budget stops the search. 0 for a strategy that scores
+        candidates on all of dev (or not on dev) as it goes: kept calls would only be lost."""
+        return 0
 
     def validate(self) -> None:
         """Check every declared constraint; raise ConfigError on the first violation."""

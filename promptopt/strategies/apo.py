@@ -107,7 +107,6 @@ class APO(Strategy):
     """
 
     name: ClassVar[str] = "apo"
-    finalist_reserve: ClassVar[int] = 1  # selection runs on dev samples
     summary: ClassVar[str] = ("textual gradients: critique errors, edit, paraphrase; beam search "
                               "with bandit selection (Pryzant et al., 2023)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -153,6 +152,10 @@ class APO(Strategy):
             candidates = list({p.id: p for p in candidates}.values())
             beam = self.select(ctx, candidates)
         return beam
+
+    def finalist_reserve(self, n_dev: int) -> int:
+        """One, when a bandit pull (``samples_per_eval``) sees only part of dev."""
+        return 1 if self.samples_per_eval < n_dev else 0
 
     # -- expansion ----------------------------------------------------------------------------
     def expand(self, ctx: Context, parent: Prompt, minibatch: Sequence[Example]) -> list[Prompt]:

@@ -123,7 +123,6 @@ class FewShot(Strategy):
     """
 
     name: ClassVar[str] = "fewshot"
-    finalist_reserve: ClassVar[int] = 1  # selection runs on dev samples
     summary: ClassVar[str] = ("demonstration selection: random, bootstrapped, or joint with instructions via "
                               "TPE (DSPy, Khattab et al., 2023; MIPROv2, Opsahl-Ong et al., 2024)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -147,6 +146,10 @@ class FewShot(Strategy):
         self.n_startup_trials = n_startup_trials
         self.n_exemplars = n_exemplars
         self.temperature = temperature
+
+    def finalist_reserve(self, n_dev: int) -> int:
+        """One, when a trial's minibatch (``minibatch_size``) is only part of dev."""
+        return 1 if self.minibatch_size < n_dev else 0
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seed = ctx.seed_prompt

@@ -184,11 +184,17 @@ def test_a_bad_finalist_reserve_is_refused_before_anything_is_spent(
 
 def test_the_reserve_defaults_to_the_strategys_own(parity_task: Task, tmp_path: Path) -> None:
     budget = promptopt.Budget(target_calls=40)
-    apo = _run(parity_task, tmp_path / "apo", cache=False, budget=budget)
+    assert len(parity_task.splits.dev) == 12 and SMALL["samples_per_eval"] < 12
+    apo = _run(parity_task, tmp_path / "apo", cache=False, budget=budget)  # bandit pulls see 8 of 12
+    whole = promptopt.optimize(parity_task, "apo", _backend(), answer_mode="generate", cache=False,
+                               runs_dir=tmp_path / "whole", budget=budget,
+                               strategy_params={**SMALL, "samples_per_eval": 12})  # pulls see all of dev
     opro = promptopt.optimize(parity_task, "opro", _backend(), answer_mode="generate", cache=False,
                               runs_dir=tmp_path / "opro", budget=budget)
-    assert [json.loads(Path(r.run_dir, "config.json").read_text())["finalist_reserve"] for r in (apo, opro)] == [1, 0]
+    runs = (apo, whole, opro)
+    assert [json.loads(Path(r.run_dir, "config.json").read_text())["finalist_reserve"] for r in runs] == [1, 0, 0]
     assert apo.stopped_by is not None and "12 kept back" in apo.stopped_by  # one evaluation of the 12 dev examples
+    assert whole.stopped_by is not None and "kept back" not in whole.stopped_by
 
 
 def _events(result: promptopt.Result) -> list[dict[str, Any]]:
@@ -199,7 +205,9 @@ class _PeeksThenReturnsTheSeed(Strategy):
     """Scores the magic-word prompt on a few dev examples, then returns only the seed."""
 
     name = "peeks"
-    finalist_reserve = 1
+
+    def finalist_reserve(self, n_dev: int) -> int:
+        return 1
 
     def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
         found = ctx.seed_prompt.with_instruction("Use PARITY: say whether the number is even or odd.")

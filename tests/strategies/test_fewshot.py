@@ -132,3 +132,9 @@ def test_fewshot_parameters_validate_and_the_constructor_only_stores_them() -> N
         FewShot(method="knn").validate()
     with pytest.raises(ConfigError, match="'n_demos' parameter of FewShot must be an int >= 1; got 0"):
         FewShot(n_demos=0).validate()
+
+
+def test_calls_are_kept_back_only_when_trials_see_part_of_dev() -> None:
+    assert FewShot(minibatch_size=10).finalist_reserve(20) == 1  # a trial's score is partial
+    assert FewShot(minibatch_size=35).finalist_reserve(20) == 0  # every trial scores all of dev
+    assert FewShot(minibatch_size=20).finalist_reserve(20) == 0
