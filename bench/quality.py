@@ -27,6 +27,8 @@ about is a test example; the rest is search. Test is touched once per method and
 evaluation); nothing is tuned on it. Every run starts with an empty response
 cache on both sides. ``rows.jsonl`` gets a line per finished run (rerunning
 resumes), ``table.md`` and ``accuracy_vs_calls.png`` are rewritten after each.
+``--workers N`` runs N (task, seed) cells at once, each with its own server and
+proxy (so each cell's counts are its own); cells go seed-major.
 
     python -m bench quality --tasks sst2,agnews,trec,mr --seeds 0,1,2
 """
@@ -75,6 +77,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
                    help="server evaluates prompts one token at a time, so a reply does not depend on the "
                         "previous request (slower prompt processing); --no-deterministic for speed")
+    p.add_argument("--workers", type=int, default=1,
+                   help="(task, seed) cells run at once, each with its own server and proxy; with "
+                        "--server-threads 1, one per core")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="bench/results/quality")
     return p.parse_args(argv)
@@ -261,39 +266,61 @@ def _done(rows_path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
 
 
-def main(argv: list[str]) -> int:
+def _append_row(row: dict[str, Any], out: Path) -> None:
+    """Add a finished run to rows.jsonl and redraw the table and plot, one process at a time."""
+    import fcntl
+
+    with open(out / "rows.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(out / "rows.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        rows = _done(out / "rows.jsonl")
+        write_table(rows, out / "table.md")
+        plot(rows, out / "accuracy_vs_calls.png")
+
+
+def run_cell(seed: int, task_name: str, methods: Sequence[str], args: argparse.Namespace) -> int:
+    """Every method not yet done on one (task, seed), against a server and proxy of its own."""
     from promptopt.tasks import load_task
     from promptopt.testing import run_llama_server
+
+    out = Path(args.out)
+    done = {(r["task"], r["seed"], r["method"]) for r in _done(out / "rows.jsonl")}
+    todo = [m for m in methods if (task_name, seed, m) not in done]
+    if not todo:
+        return 0
+    task = load_task(task_name, data_dir=Path(args.data_dir), offline=True, n_train=args.n_train,
+                     n_dev=args.n_dev, n_test=args.n_test, seed=seed)
+    splits_file = out / "runs" / f"{task_name}-s{seed}" / "splits.json"
+    splits = export_splits(task, splits_file)
+    with run_llama_server(n_ctx=4096, n_threads=args.server_threads, deterministic=args.deterministic) as url, \
+            CountingProxy(url.removesuffix("/v1"), roles=("target", "optimizer")) as proxy:
+        for method in todo:
+            print(f"{task_name} seed {seed}: {method} ...", flush=True)
+            row = run_one(method, task, splits, splits_file, seed, proxy, args, out)
+            _append_row(row, out)
+            print(json.dumps({k: row[k] for k in ("task", "seed", "method", "test_accuracy", "target_calls",
+                                                  "optimizer_calls", "test_calls", "seconds")}), flush=True)
+    return len(todo)
+
+
+def main(argv: list[str]) -> int:
+    from concurrent.futures import ProcessPoolExecutor
 
     args = _parse(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows_path = out / "rows.jsonl"
-    rows = _done(rows_path)
-    done = {(r["task"], r["seed"], r["method"]) for r in rows}
-    data_dir = Path(args.data_dir or Path(__file__).resolve().parents[2] / "shared" / "data")
+    args.data_dir = str(args.data_dir or Path(__file__).resolve().parents[2] / "shared" / "data")
     methods = args.methods.split(",")
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "argv": ["python", "-m", "bench", "quality", *argv],
             "cpus": os.cpu_count(), **code_version()}
     (out / f"meta-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    with run_llama_server(n_ctx=4096, n_threads=args.server_threads, deterministic=args.deterministic) as url, \
-            CountingProxy(url.removesuffix("/v1"), roles=("target", "optimizer")) as proxy:
-        for seed in (int(s) for s in args.seeds.split(",")):
-            for task_name in args.tasks.split(","):
-                task = load_task(task_name, data_dir=data_dir, offline=True, n_train=args.n_train,
-                                 n_dev=args.n_dev, n_test=args.n_test, seed=seed)
-                splits_file = out / "runs" / f"{task_name}-s{seed}" / "splits.json"
-                splits = export_splits(task, splits_file)
-                for method in methods:
-                    if (task_name, seed, method) in done:
-                        continue
-                    print(f"{task_name} seed {seed}: {method} ...", flush=True)
-                    row = run_one(method, task, splits, splits_file, seed, proxy, args, out)
-                    with open(rows_path, "a", encoding="utf-8") as fh:
-                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    rows.append(row)
-                    print(json.dumps({k: row[k] for k in ("task", "seed", "method", "test_accuracy", "target_calls",
-                                                          "optimizer_calls", "test_calls", "seconds")}), flush=True)
-                    write_table(rows, out / "table.md")
-                    plot(rows, out / "accuracy_vs_calls.png")
+    # Seed-major: a grid stopped part-way has every task at the first seeds.
+    cells = [(int(seed), task) for seed in args.seeds.split(",") for task in args.tasks.split(",")]
+    if args.workers == 1:
+        for seed, task in cells:
+            run_cell(seed, task, methods, args)
+        return 0
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        list(pool.map(run_cell, *zip(*cells, strict=True), [methods] * len(cells), [args] * len(cells)))
     return 0
