@@ -133,7 +133,7 @@ class Meter:
         cap = b.target_calls if role == "target" else b.optimizer_calls
         held = self.held_back if role == "target" else 0
         if cap is not None and used.calls + n_calls > cap - held:
-            kept = f" ({held} kept back to score the finalists on all of dev)" if held else ""
+            kept = f" ({held} kept back to finish scoring the best candidates on dev)" if held else ""
             raise BudgetExhausted(f"{role} call cap {cap}{kept}: {used.calls} used, the next batch needs "
                                   f"{n_calls} more", cap=f"{role}_calls")
         if b.tokens is not None and self.usage.tokens >= b.tokens:

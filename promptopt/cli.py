@@ -159,10 +159,9 @@ def optimize(
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", help="Cap on dollars (both roles)."),
     budget_seconds: Optional[float] = typer.Option(None, "--budget-seconds", help="Cap on search wall time."),
     finalist_reserve: Optional[int] = typer.Option(
-        None, "--finalist-reserve", help="Full-dev evaluations of the target-call cap kept back so the strategy's "
-        "best candidates are scored on all of dev even when it runs out (0: the strategy gets the whole cap; "
-        "default: the strategy's own, 1 for apo and fewshot when they select on dev samples smaller than dev, "
-        "else 0)."),
+        None, "--finalist-reserve", help="Partly scored candidates to keep target calls back for, so they can "
+        "still be scored on all of dev when the strategy runs out (0: the strategy gets the whole cap; default: "
+        "1 for apo and fewshot when they score on samples of dev, else 0)."),
     seed: int = SEED, answer_mode: str = ANSWER_MODE,
     n_train: Optional[int] = N_TRAIN, n_dev: Optional[int] = N_DEV, n_test: Optional[int] = N_TEST,
     data_dir: Optional[Path] = DATA_DIR, offline: bool = OFFLINE,

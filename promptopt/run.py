@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -139,9 +140,10 @@ class _Run:
         """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any.
 
         While the strategy runs, the meter keeps back the target calls that
-        ``finalist_reserve`` full-dev evaluations need, so a strategy stopped by
-        the target cap still has its most promising candidates scored on all of
-        dev (the Run can only pick a prompt scored there).
+        ``finalist_reserve`` partly scored candidates need to be scored on the
+        rest of dev, so a strategy stopped by the target cap still has its most
+        promising candidates scored on all of dev (the Run can only pick a prompt
+        scored there).
         """
         try:
             ctx.record(ctx.seed_prompt, operator="seed")
@@ -170,12 +172,15 @@ class _Run:
         return stopped_by
 
     def held_back_for_finalists(self) -> int:
-        """Target calls to keep from the strategy: ``finalist_reserve`` full-dev evaluations, if that
-        is at most half of what is left after the seed (a smaller budget goes to the search whole)."""
+        """Target calls to keep from the strategy: what ``finalist_reserve`` partly scored
+        candidates need to be scored on the rest of dev (all of it if the strategy does not
+        say), if that is at most half of what is left after the seed; else nothing."""
         cap, meter = self.session.meter.budget.target_calls, self.session.meter
-        if cap is None or self.finalist_reserve == 0:
+        dev = self.task.splits.dev
+        if cap is None or self.finalist_reserve == 0 or not dev:
             return 0
-        need = self.finalist_reserve * self.evaluator.calls_for(self.task.splits.dev)
+        gap = self.strategy.finalist_gap(len(dev)) or len(dev)
+        need = self.finalist_reserve * math.ceil(self.evaluator.calls_for(dev) * gap / len(dev))
         return need if 2 * need <= cap - meter.usage.target.calls else 0
 
     def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
@@ -263,12 +268,13 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         mlflow: also log the run to MLflow (extra ``promptopt[mlflow]``): True for the
             experiment ``promptopt``, or an experiment name. The store is MLflow's
             choice (``MLFLOW_TRACKING_URI``).
-        finalist_reserve: full-dev evaluations of the target-call cap kept from the
-            strategy, so that its most promising candidates are still scored on all
-            of dev when it runs out (0 gives the strategy the whole cap). Default: the
-            strategy's own (:meth:`Strategy.finalist_reserve`: 1 for apo and fewshot
-            when their selection samples are smaller than dev, else 0). Applies only
-            when it is at most half of the cap left after scoring the seed.
+        finalist_reserve: how many of the strategy's partly scored candidates the
+            target-call cap keeps calls back for, so that they can still be scored on
+            all of dev when the strategy runs out (0 gives the strategy the whole cap).
+            Default: 1 for a strategy that scores candidates on samples of dev
+            (:meth:`Strategy.finalist_gap` > 0: apo and fewshot when their samples
+            are smaller than dev), else 0. Applies only when the kept calls are at
+            most half of the cap left after scoring the seed.
 
     Returns:
         The :class:`Result`, also written to ``runs/<id>/result.json``.
@@ -289,7 +295,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                           metric=metric, labels=tuple(labels) if labels else None)
     strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
     if finalist_reserve is None:
-        finalist_reserve = strat.finalist_reserve(len(task_obj.splits.dev))
+        finalist_reserve = 1 if strat.finalist_gap(len(task_obj.splits.dev)) > 0 else 0
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,

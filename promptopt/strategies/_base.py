@@ -42,11 +42,12 @@ class Strategy(ABC):
         """Hyper-parameters by name, as given to the constructor."""
         return get_params(self)
 
-    def finalist_reserve(self, n_dev: int) -> int:
-        """Full-dev evaluations the Run should keep back from the target-call cap, so that the
-        candidates this strategy scored on part of a dev split of ``n_dev`` examples can still
-        be scored on all of it when the budget stops the search. 0 for a strategy that scores
-        candidates on all of dev (or not on dev) as it goes: kept calls would only be lost."""
+    def finalist_gap(self, n_dev: int) -> int:
+        """Dev examples a candidate this strategy scored on part of a dev split of ``n_dev``
+        examples may still lack. When positive, the Run keeps back the target calls to score
+        them, so that the best partly scored candidate can still be scored on all of dev when
+        the budget stops the search. 0 (the default) for a strategy that scores candidates on
+        all of dev, or not on dev, as it goes: kept calls would only be lost."""
         return 0
 
     def validate(self) -> None:

@@ -153,9 +153,9 @@ class APO(Strategy):
             beam = self.select(ctx, candidates)
         return beam
 
-    def finalist_reserve(self, n_dev: int) -> int:
-        """One, when a bandit pull (``samples_per_eval``) sees only part of dev."""
-        return 1 if self.samples_per_eval < n_dev else 0
+    def finalist_gap(self, n_dev: int) -> int:
+        """A candidate pulled once by the bandit has ``samples_per_eval`` dev examples scored."""
+        return max(0, n_dev - self.samples_per_eval)
 
     # -- expansion ----------------------------------------------------------------------------
     def expand(self, ctx: Context, parent: Prompt, minibatch: Sequence[Example]) -> list[Prompt]:

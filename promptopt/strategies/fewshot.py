@@ -147,9 +147,9 @@ class FewShot(Strategy):
         self.n_exemplars = n_exemplars
         self.temperature = temperature
 
-    def finalist_reserve(self, n_dev: int) -> int:
-        """One, when a trial's minibatch (``minibatch_size``) is only part of dev."""
-        return 1 if self.minibatch_size < n_dev else 0
+    def finalist_gap(self, n_dev: int) -> int:
+        """A combination tried once has ``minibatch_size`` dev examples scored."""
+        return max(0, n_dev - self.minibatch_size)
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seed = ctx.seed_prompt

@@ -193,7 +193,7 @@ def test_the_reserve_defaults_to_the_strategys_own(parity_task: Task, tmp_path: 
                               runs_dir=tmp_path / "opro", budget=budget)
     runs = (apo, whole, opro)
     assert [json.loads(Path(r.run_dir, "config.json").read_text())["finalist_reserve"] for r in runs] == [1, 0, 0]
-    assert apo.stopped_by is not None and "12 kept back" in apo.stopped_by  # one evaluation of the 12 dev examples
+    assert apo.stopped_by is not None and "4 kept back" in apo.stopped_by  # the 4 dev examples a pull leaves
     assert whole.stopped_by is not None and "kept back" not in whole.stopped_by
 
 
@@ -206,8 +206,8 @@ class _PeeksThenReturnsTheSeed(Strategy):
 
     name = "peeks"
 
-    def finalist_reserve(self, n_dev: int) -> int:
-        return 1
+    def finalist_gap(self, n_dev: int) -> int:
+        return n_dev - 4
 
     def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
         found = ctx.seed_prompt.with_instruction("Use PARITY: say whether the number is even or odd.")

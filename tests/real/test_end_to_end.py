@@ -78,3 +78,22 @@ def test_apo_through_a_real_openai_compatible_server(llama_server_url: str, tmp_
     assert result.usage["search"]["target"]["calls"] <= 60
     assert 0 < result.usage["search"]["optimizer"]["calls"] <= 4
     assert result.best_test.n == 20
+
+
+def test_calls_kept_back_finish_scoring_the_best_partly_scored_candidate(tmp_path: Path) -> None:
+    """APO's bandit pulls see 6 of 10 dev examples; a cap of 60 stops it mid-selection."""
+    kept = _optimize(tmp_path, budget=promptopt.Budget(target_calls=60), model_options={"n_threads": 1})
+    spent = _optimize(tmp_path, budget=promptopt.Budget(target_calls=60), model_options={"n_threads": 1},
+                      finalist_reserve=0)
+    assert kept.usage["search"]["target"]["calls"] <= 60 and spent.usage["search"]["target"]["calls"] <= 60
+    assert kept.stopped_by is not None and "8 kept back" in (kept.stopped_by or "")  # 4 examples x 2 labels
+    candidates = {}
+    for result in (kept, spent):
+        events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+        dev = [e for e in events if e["type"] == "evaluation" and e["dev"]]
+        partial = {e["prompt_id"] for e in dev if e["n"] < 10} - {dev[0]["prompt_id"]}
+        full = {e["prompt_id"] for e in dev if e["n"] == 10} - {dev[0]["prompt_id"]}
+        candidates[result is kept] = (partial, full)
+    assert candidates[False][0] and not candidates[False][1]  # without: new candidates only partly scored
+    assert candidates[True][1]  # with: one of them finished on all of dev
+    assert kept.best_dev >= kept.seed_dev

@@ -135,6 +135,6 @@ def test_fewshot_parameters_validate_and_the_constructor_only_stores_them() -> N
 
 
 def test_calls_are_kept_back_only_when_trials_see_part_of_dev() -> None:
-    assert FewShot(minibatch_size=10).finalist_reserve(20) == 1  # a trial's score is partial
-    assert FewShot(minibatch_size=35).finalist_reserve(20) == 0  # every trial scores all of dev
-    assert FewShot(minibatch_size=20).finalist_reserve(20) == 0
+    assert FewShot(minibatch_size=10).finalist_gap(25) == 15  # a trial scored 10 of 25
+    assert FewShot(minibatch_size=35).finalist_gap(20) == 0  # every trial scores all of dev
+    assert FewShot(minibatch_size=20).finalist_gap(20) == 0
