@@ -281,11 +281,15 @@ def _append_row(row: dict[str, Any], out: Path) -> None:
 
 def run_cell(seed: int, task_name: str, methods: Sequence[str], args: argparse.Namespace) -> int:
     """Every method not yet done on one (task, seed), against a server and proxy of its own."""
+    import fcntl
+
     from promptopt.tasks import load_task
     from promptopt.testing import run_llama_server
 
     out = Path(args.out)
-    done = {(r["task"], r["seed"], r["method"]) for r in _done(out / "rows.jsonl")}
+    with open(out / "rows.lock", "w") as lock:  # another worker may be appending a row
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        done = {(r["task"], r["seed"], r["method"]) for r in _done(out / "rows.jsonl")}
     todo = [m for m in methods if (task_name, seed, m) not in done]
     if not todo:
         return 0
@@ -297,7 +301,11 @@ def run_cell(seed: int, task_name: str, methods: Sequence[str], args: argparse.N
             CountingProxy(url.removesuffix("/v1"), roles=("target", "optimizer")) as proxy:
         for method in todo:
             print(f"{task_name} seed {seed}: {method} ...", flush=True)
-            row = run_one(method, task, splits, splits_file, seed, proxy, args, out)
+            try:
+                row = run_one(method, task, splits, splits_file, seed, proxy, args, out)
+            except Exception as exc:  # one method's crash must not cost the cell its other methods
+                print(f"{task_name} seed {seed}: {method} crashed: {exc!r}", flush=True)
+                continue  # no row: a rerun tries it again
             _append_row(row, out)
             print(json.dumps({k: row[k] for k in ("task", "seed", "method", "test_accuracy", "target_calls",
                                                   "optimizer_calls", "test_calls", "seconds")}), flush=True)
@@ -316,7 +324,10 @@ def main(argv: list[str]) -> int:
             "cpus": os.cpu_count(), **code_version()}
     (out / f"meta-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(meta, indent=2) + "\n")
     # Seed-major: a grid stopped part-way has every task at the first seeds.
-    cells = [(int(seed), task) for seed in args.seeds.split(",") for task in args.tasks.split(",")]
+    cells = list(dict.fromkeys((int(seed), task) for seed in args.seeds.split(",")
+                               for task in args.tasks.split(",")))  # a cell twice would race with itself
+    if args.workers < 1:
+        raise SystemExit(f"--workers must be 1 or more; got {args.workers}")
     if args.workers == 1:
         for seed, task in cells:
             run_cell(seed, task, methods, args)

@@ -161,7 +161,7 @@ def optimize(
     finalist_reserve: Optional[int] = typer.Option(
         None, "--finalist-reserve", help="Partly scored candidates to keep target calls back for, so they can "
         "still be scored on all of dev when the strategy runs out (0: the strategy gets the whole cap; default: "
-        "1 for apo and fewshot when they score on samples of dev, else 0)."),
+        "1 for apo, fewshot and gepa when they score candidates on samples of dev, else 0)."),
     seed: int = SEED, answer_mode: str = ANSWER_MODE,
     n_train: Optional[int] = N_TRAIN, n_dev: Optional[int] = N_DEV, n_test: Optional[int] = N_TEST,
     data_dir: Optional[Path] = DATA_DIR, offline: bool = OFFLINE,

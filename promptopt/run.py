@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -177,11 +176,15 @@ class _Run:
         say), if that is at most half of what is left after the seed; else nothing."""
         cap, meter = self.session.meter.budget.target_calls, self.session.meter
         dev = self.task.splits.dev
-        if cap is None or self.finalist_reserve == 0 or not dev:
+        if self.finalist_reserve == 0:
             return 0
-        gap = self.strategy.finalist_gap(len(dev)) or len(dev)
-        need = self.finalist_reserve * math.ceil(self.evaluator.calls_for(dev) * gap / len(dev))
-        return need if 2 * need <= cap - meter.usage.target.calls else 0
+        gap = self.strategy.finalist_gap(len(dev))
+        # the examples a candidate lacks may be the ones with the most labels (choice mode)
+        per_example = sorted((self.evaluator.calls_for([ex]) for ex in dev), reverse=True)
+        need = self.finalist_reserve * sum(per_example[: len(dev) if gap is None else gap])
+        held = need if cap is not None and 2 * need <= cap - meter.usage.target.calls else 0
+        self.emit({"type": "finalist_reserve", "candidates": self.finalist_reserve, "calls": held})
+        return held
 
     def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
         """Score on all of dev, while the budget lasts, the finalists the strategy returned, in its order.
@@ -272,8 +275,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
             target-call cap keeps calls back for, so that they can still be scored on
             all of dev when the strategy runs out (0 gives the strategy the whole cap).
             Default: 1 for a strategy that scores candidates on samples of dev
-            (:meth:`Strategy.finalist_gap` > 0: apo and fewshot when their samples
-            are smaller than dev), else 0. Applies only when the kept calls are at
+            (:meth:`Strategy.finalist_gap` > 0: apo, fewshot, and gepa with
+            ``n_pareto``, when their samples are smaller than dev), else 0. Applies only when the kept calls are at
             most half of the cap left after scoring the seed.
 
     Returns:
@@ -295,7 +298,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                           metric=metric, labels=tuple(labels) if labels else None)
     strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
     if finalist_reserve is None:
-        finalist_reserve = 1 if strat.finalist_gap(len(task_obj.splits.dev)) > 0 else 0
+        finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
     runs_path = Path(runs_dir)
     cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
     with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,

@@ -353,6 +353,18 @@ def _budget_text(budget: Mapping[str, Any] | None) -> str:
     return ", ".join(caps) or "no cap"
 
 
+def _reserve_text(config: Mapping[str, Any], events: Sequence[Event]) -> str:
+    """How many candidates the run kept target calls back for, and how many calls that was."""
+    n = config.get("finalist_reserve")
+    if not n:
+        return "none"
+    held = next((e.get("calls") for e in events if e.get("type") == "finalist_reserve"), None)
+    calls = "" if held is None else (f": {held} target calls kept back" if held else
+                                     ": nothing kept back (no target-call cap, nothing to finish, or "
+                                     "more than half of the budget left)")
+    return f"{n} candidate(s){calls}"
+
+
 def header(config: Mapping[str, Any], result: Mapping[str, Any] | None, events: Sequence[Event]) -> list[
         tuple[str, str]]:
     """The facts at the top of the report, as (label, value) rows."""
@@ -371,8 +383,7 @@ def header(config: Mapping[str, Any], result: Mapping[str, Any] | None, events: 
         ("answer mode", str(config.get("answer_mode", "?"))),
         ("seed", str(config.get("seed", "?"))),
         ("budget", _budget_text(config.get("budget"))),
-        ("finalist reserve", f"{config['finalist_reserve']} full-dev evaluation(s) kept back"
-         if config.get("finalist_reserve") else "none"),
+        ("finalist reserve", _reserve_text(config, events)),
         ("stopped by", stop_reason(events, result)),
         ("candidates", str(result.get("n_candidates") if result else len(candidates(events)))),
         ("dev (seed → best)", f"{_fmt(seed_dev)} → {_fmt(best_dev)}"),

@@ -42,13 +42,14 @@ class Strategy(ABC):
         """Hyper-parameters by name, as given to the constructor."""
         return get_params(self)
 
-    def finalist_gap(self, n_dev: int) -> int:
+    def finalist_gap(self, n_dev: int) -> int | None:
         """Dev examples a candidate this strategy scored on part of a dev split of ``n_dev``
         examples may still lack. When positive, the Run keeps back the target calls to score
         them, so that the best partly scored candidate can still be scored on all of dev when
-        the budget stops the search. 0 (the default) for a strategy that scores candidates on
-        all of dev, or not on dev, as it goes: kept calls would only be lost."""
-        return 0
+        the budget stops the search. 0 for a strategy that never leaves a candidate partly
+        scored (kept calls would only be lost); None (the default) when the strategy does not
+        say: nothing is kept back unless asked, and then a whole dev evaluation."""
+        return None
 
     def validate(self) -> None:
         """Check every declared constraint; raise ConfigError on the first violation."""

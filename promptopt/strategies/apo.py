@@ -154,8 +154,12 @@ class APO(Strategy):
         return beam
 
     def finalist_gap(self, n_dev: int) -> int:
-        """A candidate pulled once by the bandit has ``samples_per_eval`` dev examples scored."""
-        return max(0, n_dev - self.samples_per_eval)
+        """UCB pulls a candidate on ``samples_per_eval`` dev examples at a time; successive
+        rejects and brute force split their budget among the candidates, so a candidate's
+        first score can cover any part of dev."""
+        if self.selector in ("ucb", "ucb-e"):
+            return max(0, n_dev - self.samples_per_eval)
+        return n_dev
 
     # -- expansion ----------------------------------------------------------------------------
     def expand(self, ctx: Context, parent: Prompt, minibatch: Sequence[Example]) -> list[Prompt]:

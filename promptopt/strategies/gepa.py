@@ -147,6 +147,10 @@ class GEPA(Strategy):
                 break
         return pool.finalists()
 
+    def finalist_gap(self, n_dev: int) -> int:
+        """Candidates are scored on the Pareto set, ``n_pareto`` of the dev examples."""
+        return 0 if self.n_pareto is None else max(0, n_dev - self.n_pareto)
+
     def pareto_set(self, ctx: Context) -> list[Example]:
         """The dev split, or a seeded subset of ``n_pareto`` dev examples."""
         if self.n_pareto is None or self.n_pareto >= len(ctx.dev):

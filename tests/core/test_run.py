@@ -195,6 +195,10 @@ def test_the_reserve_defaults_to_the_strategys_own(parity_task: Task, tmp_path: 
     assert [json.loads(Path(r.run_dir, "config.json").read_text())["finalist_reserve"] for r in runs] == [1, 0, 0]
     assert apo.stopped_by is not None and "4 kept back" in apo.stopped_by  # the 4 dev examples a pull leaves
     assert whole.stopped_by is not None and "kept back" not in whole.stopped_by
+    asked = promptopt.optimize(parity_task, "apo", _backend(), answer_mode="generate", cache=False,
+                               runs_dir=tmp_path / "asked", budget=budget, finalist_reserve=1,
+                               strategy_params={**SMALL, "samples_per_eval": 12})
+    assert asked.stopped_by is not None and "kept back" not in asked.stopped_by  # nothing can be partly scored
 
 
 def _events(result: promptopt.Result) -> list[dict[str, Any]]:

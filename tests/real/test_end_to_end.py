@@ -95,5 +95,5 @@ def test_calls_kept_back_finish_scoring_the_best_partly_scored_candidate(tmp_pat
         full = {e["prompt_id"] for e in dev if e["n"] == 10} - {dev[0]["prompt_id"]}
         candidates[result is kept] = (partial, full)
     assert candidates[False][0] and not candidates[False][1]  # without: new candidates only partly scored
-    assert candidates[True][1]  # with: one of them finished on all of dev
-    assert kept.best_dev >= kept.seed_dev
+    assert candidates[True][1]  # with: one of them finished on all of dev, and it won
+    assert kept.best_prompt.id in candidates[True][1] and kept.best_dev > kept.seed_dev

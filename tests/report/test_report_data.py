@@ -232,3 +232,12 @@ def test_list_runs_sorted_by_modification_time(tmp_path: Path) -> None:
 def test_list_runs_of_a_missing_directory_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--runs-dir"):
         list_runs(tmp_path / "nope")
+
+
+def test_the_header_says_what_was_kept_back_for_the_finalists() -> None:
+    events = [{"type": "finalist_reserve", "candidates": 1, "calls": 8}]
+    assert dict(_data.header({"finalist_reserve": 1}, None, events))["finalist reserve"] == (
+        "1 candidate(s): 8 target calls kept back")
+    events = [{"type": "finalist_reserve", "candidates": 1, "calls": 0}]
+    assert "nothing kept back" in dict(_data.header({"finalist_reserve": 1}, None, events))["finalist reserve"]
+    assert dict(_data.header({"finalist_reserve": 0}, None, []))["finalist reserve"] == "none"

@@ -56,3 +56,10 @@ def test_apo_parameters_round_trip_and_validate() -> None:
 def test_constructor_only_stores_parameters() -> None:
     apo = APO()
     assert set(vars(apo)) == set(apo.get_params())
+
+
+def test_the_dev_examples_a_partly_scored_candidate_may_lack() -> None:
+    assert APO(samples_per_eval=8).finalist_gap(20) == 12  # a UCB pull scores 8 of 20
+    assert APO(samples_per_eval=32).finalist_gap(20) == 0  # every pull scores all of dev
+    assert APO(selector="sr", samples_per_eval=32).finalist_gap(20) == 20  # first scores can be any size
+    assert APO(selector="bf").finalist_gap(20) == 20

@@ -309,3 +309,8 @@ def test_a_pareto_subset_of_dev_scores_accepted_children(parity_task: Task, tmp_
     # minibatch, then the 4 Pareto examples during the search, then all 12 dev examples by the Run
     assert sizes == [(3, False), (4, True), (12, True)]
     assert result.best_prompt.instruction == win
+
+
+def test_a_pareto_subset_leaves_the_rest_of_dev_to_finish() -> None:
+    assert GEPA(n_pareto=5).finalist_gap(20) == 15
+    assert GEPA().finalist_gap(20) == 0
