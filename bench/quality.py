@@ -210,10 +210,10 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path) -> None:
         groups[(r["task"], r["method"])].append(r)
     lines = ["| task | method | seeds | test accuracy | target calls | target tokens | optimizer calls | "
              "optimizer tokens | test calls | minutes |", "|---" * 10 + "|"]
-    seed_rows: dict[str, list[float]] = defaultdict(list)
+    seed_rows: dict[str, dict[int, float]] = defaultdict(dict)  # one value per seed: every run has the same
     for r in rows:
         if r["method"].startswith("promptopt:") and "+" not in r["method"] and r["status"] == "ok":
-            seed_rows[r["task"]].append(r["seed_test"])
+            seed_rows[r["task"]][r["seed"]] = r["seed_test"]
     for (task, method), rs in sorted(groups.items()):
         mark = " (meter)" if rs[0]["target_counted_by"] != "proxy" else ""
         ok = [r["test_accuracy"] for r in rs if r["status"] == "ok"]
@@ -225,9 +225,9 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path) -> None:
                      f"{statistics.mean(r['optimizer_tokens'] for r in rs):.0f} | "
                      f"{statistics.mean(r['test_calls'] for r in rs):.0f} | "
                      f"{statistics.mean(r['seconds'] for r in rs) / 60:.1f} |")
-    for task, values in sorted(seed_rows.items()):
-        lines.append(f"| {task} | seed prompt (promptopt format, from its runs) | {len(values)} | "
-                     f"{mean_sd(values)} | – | – | – | – | – | – |")
+    for task, by_seed in sorted(seed_rows.items()):
+        lines.append(f"| {task} | seed prompt (promptopt format, from its runs) | {len(by_seed)} | "
+                     f"{mean_sd(list(by_seed.values()))} | – | – | – | – | – | – |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
