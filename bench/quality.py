@@ -42,7 +42,8 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +267,19 @@ def _done(rows_path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
 
 
-def _append_row(row: dict[str, Any], out: Path) -> None:
-    """Add a finished run to rows.jsonl and redraw the table and plot, one process at a time."""
+@contextmanager
+def _rows_lock(out: Path, *, write: bool) -> Iterator[None]:
+    """Hold rows.jsonl for one worker writing, or for any number reading."""
     import fcntl
 
     with open(out / "rows.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        fcntl.flock(lock, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+        yield
+
+
+def _append_row(row: dict[str, Any], out: Path) -> None:
+    """Add a finished run to rows.jsonl and redraw the table and plot, one process at a time."""
+    with _rows_lock(out, write=True):
         with open(out / "rows.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         rows = _done(out / "rows.jsonl")
@@ -279,20 +287,17 @@ def _append_row(row: dict[str, Any], out: Path) -> None:
         plot(rows, out / "accuracy_vs_calls.png")
 
 
-def run_cell(seed: int, task_name: str, methods: Sequence[str], args: argparse.Namespace) -> int:
+def run_cell(seed: int, task_name: str, methods: Sequence[str], args: argparse.Namespace) -> None:
     """Every method not yet done on one (task, seed), against a server and proxy of its own."""
-    import fcntl
-
     from promptopt.tasks import load_task
     from promptopt.testing import run_llama_server
 
     out = Path(args.out)
-    with open(out / "rows.lock", "w") as lock:  # another worker may be appending a row
-        fcntl.flock(lock, fcntl.LOCK_SH)
+    with _rows_lock(out, write=False):  # another worker may be appending a row
         done = {(r["task"], r["seed"], r["method"]) for r in _done(out / "rows.jsonl")}
     todo = [m for m in methods if (task_name, seed, m) not in done]
     if not todo:
-        return 0
+        return
     task = load_task(task_name, data_dir=Path(args.data_dir), offline=True, n_train=args.n_train,
                      n_dev=args.n_dev, n_test=args.n_test, seed=seed)
     splits_file = out / "runs" / f"{task_name}-s{seed}" / "splits.json"
@@ -309,7 +314,6 @@ def run_cell(seed: int, task_name: str, methods: Sequence[str], args: argparse.N
             _append_row(row, out)
             print(json.dumps({k: row[k] for k in ("task", "seed", "method", "test_accuracy", "target_calls",
                                                   "optimizer_calls", "test_calls", "seconds")}), flush=True)
-    return len(todo)
 
 
 def main(argv: list[str]) -> int:

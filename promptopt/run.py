@@ -100,7 +100,6 @@ class _Run:
                  store: RunStore, on_event: EventCallback | None, finalist_reserve: int) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
         self.finalist_reserve = finalist_reserve
-        self._last_refusal = ""
         self.store, self.on_event = store, on_event
         self.history = History(tuple(ex.id for ex in task.splits.dev))
         self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
@@ -152,6 +151,8 @@ class _Run:
             return str(exc)
         meter = self.session.meter
         meter.held_back = self.held_back_for_finalists()
+        if self.finalist_reserve:
+            self.emit({"type": "finalist_reserve", "candidates": self.finalist_reserve, "calls": meter.held_back})
         stopped_by: str | None = None
         finalists: Sequence[Prompt] = ()
         try:
@@ -182,9 +183,7 @@ class _Run:
         # the examples a candidate lacks may be the ones with the most labels (choice mode)
         per_example = sorted((self.evaluator.calls_for([ex]) for ex in dev), reverse=True)
         need = self.finalist_reserve * sum(per_example[: len(dev) if gap is None else gap])
-        held = need if cap is not None and 2 * need <= cap - meter.usage.target.calls else 0
-        self.emit({"type": "finalist_reserve", "candidates": self.finalist_reserve, "calls": held})
-        return held
+        return need if cap is not None and 2 * need <= cap - meter.usage.target.calls else 0
 
     def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
         """Score on all of dev, while the budget lasts, the finalists the strategy returned, in its order.
@@ -196,8 +195,8 @@ class _Run:
         """
         refused = None
         for prompt in {p.id: p for p in finalists}.values():
-            if not self._complete(ctx, prompt):
-                refused = refused or self._last_refusal
+            reason = self._complete(ctx, prompt)  # tried even after a refusal: a later one may fit
+            refused = refused or reason
         if stopped and self.finalist_reserve > 0:
             for cand in self.history.partly_scored():
                 best = self.history.best()
@@ -205,15 +204,15 @@ class _Run:
                     self._complete(ctx, cand.prompt)
         return refused
 
-    def _complete(self, ctx: Context, prompt: Prompt) -> bool:
-        """Score ``prompt`` on all of dev; False (and a note) if the budget refuses."""
+    @staticmethod
+    def _complete(ctx: Context, prompt: Prompt) -> str | None:
+        """Score ``prompt`` on all of dev; if the budget refuses, note it and return why."""
         try:
             ctx.evaluate([prompt])
         except BudgetExhausted as exc:  # another candidate, with fewer dev examples left, may still fit
-            self._last_refusal = str(exc)
             ctx.note("finalist_unscored", prompt_id=prompt.id, reason=str(exc))
-            return False
-        return True
+            return str(exc)
+        return None
 
     def test(self, prompts: Sequence[Prompt]) -> list[Score]:
         self.session.meter.enforce = False  # the final test evaluation is never cut short
@@ -276,8 +275,9 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
             all of dev when the strategy runs out (0 gives the strategy the whole cap).
             Default: 1 for a strategy that scores candidates on samples of dev
             (:meth:`Strategy.finalist_gap` > 0: apo, fewshot, and gepa with
-            ``n_pareto``, when their samples are smaller than dev), else 0. Applies only when the kept calls are at
-            most half of the cap left after scoring the seed.
+            ``n_pareto``, when their samples are smaller than dev), else 0. Applies
+            only when the kept calls are at most half of the cap left after scoring
+            the seed.
 
     Returns:
         The :class:`Result`, also written to ``runs/<id>/result.json``.
