@@ -6,8 +6,8 @@ batching, the backend stack a run uses (retry → cache → meter), parsing and
 scoring. Both sides do the same work: P prompts × E examples of a two-label
 sentiment task in generate mode, every prompt distinct, best of ``--repeats``.
 
-Rows for promptopt: cache off; cache on, empty (every answer is stored, one
-SQLite commit each); cache on, full (a replay: every answer is read back).
+Rows for promptopt: cache off; cache on, empty (every answer is stored: one
+write to the answer log each); cache on, full (a replay: every answer is read back).
 With ``--profile``, cProfile's top functions at the largest size are written
 next to the results.
 

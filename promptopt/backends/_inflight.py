@@ -47,6 +47,9 @@ class DedupingBackend(Backend):
         return await self._through(requests, self.inner.ascore)
 
     async def _through(self, requests: Sequence[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
+        if len(requests) == 1 and requests[0] not in self._flights:
+            # the common case (the cache sends its misses one at a time): one request, nobody else asking
+            return list((await self._lead({requests[0]: requests[0]}, send)).values())
         # A frozen request is its own key here (one backend, one process): no JSON, no SHA-256 per call.
         keys: list[Any] = list(requests)
         answers: dict[Any, T] = {}

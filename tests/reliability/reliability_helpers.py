@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import promptopt
+from promptopt.backends import ResponseCache
 
 MODEL = "openai:fault"
 TASK = "synthetic:sentiment"
@@ -82,5 +83,9 @@ def integrity(cache: Path) -> str:
 
 
 def cache_rows(cache: Path) -> int:
-    with sqlite3.connect(cache) as db:
-        return int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+    """Answers the cache holds: its SQLite rows once the answer logs of finished or killed processes are moved in."""
+    opened = ResponseCache(cache)
+    try:
+        return len(opened)
+    finally:
+        opened.close()
