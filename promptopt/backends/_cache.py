@@ -10,32 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import hashlib
 import json
+import logging
 import os
 import random
 import sqlite3
 import threading
 import time
-import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from promptopt.backends._answer_log import AnswerLog, move_in_logs_of_dead_processes
 from promptopt.backends._base import Backend
 from promptopt.exceptions import ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory file locks, so no answer log (see ResponseCache)
-    fcntl = None  # type: ignore[assignment]
-
 __all__ = ["CachedBackend", "ResponseCache"]
 
 T = TypeVar("T", Completion, LogProb)
+logger = logging.getLogger(__name__)
 
 _INSERT = "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)"
 
@@ -43,34 +40,30 @@ _INSERT = "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)"
 class ResponseCache:
     """Key-value store of JSON responses in one SQLite file (WAL mode, safe across processes).
 
-    A new answer is appended to this process's answer log beside the database
-    (``<file>.answers-<id>.log``, one ``write`` per call of :meth:`put_many`),
-    so a killed process loses none, and moved into SQLite in batches: when an
-    answer comes ``flush_seconds`` or more after the oldest one waiting, when
-    ``flush_answers`` wait, and on :meth:`close`. A commit per answer cost more
-    than the rest of an evaluation (WAL checkpoints sync the disk every
-    thousand or so).
-    Other processes see an answer once it is moved. Each log is locked by its
-    process (``flock``); opening the cache moves in the logs of processes that
-    died. Where file locks do not exist (Windows), every answer is committed
-    to SQLite at once instead.
+    A new answer is stored by one ``write`` to this process's answer log beside
+    the file (see ``_answer_log``), which ``kill -9`` cannot undo, and moved into
+    SQLite in batches: ``flush_seconds`` after the first answer of a batch, at
+    ``flush_answers`` waiting, and on :meth:`close`. (A commit per answer cost
+    several times the rest of an evaluation: WAL checkpoints sync the disk
+    every thousand or so.) Other processes see an answer once it is moved in;
+    opening the cache moves in the logs of processes that died. Where files
+    cannot be locked (Windows), each answer is committed at once instead.
     """
 
     def __init__(self, path: str | Path, *, flush_seconds: float = 0.5, flush_answers: int = 1000) -> None:
         self.path = Path(path)
         self.flush_seconds, self.flush_answers = flush_seconds, flush_answers
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection and the log are used by the caller's and the timer's thread
         self._waiting: dict[str, str] = {}  # logged, not yet in SQLite: key -> JSON
-        self._flush_due: float | None = None
-        self._log: int | None = None
-        self._log_path: Path | None = None
+        self._timer: threading.Timer | None = None
+        self._log: AnswerLog | None = None
+        self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
             self._set_up()
-            if fcntl is not None:
-                self._adopt_logs_of_dead_processes()
-                self._open_log()
+            move_in_logs_of_dead_processes(self.path, self._insert_missing)
+            self._log = AnswerLog.create(self.path)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot use the response cache {str(self.path)!r}: {exc}; "
                               "pass another file with --cache PATH, or --no-cache") from exc
@@ -91,73 +84,63 @@ class ResponseCache:
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._db.commit()
 
-    def _log_paths(self) -> list[Path]:
-        return sorted(self.path.parent.glob(glob.escape(self.path.name) + ".answers-*.log"))
-
-    def _adopt_logs_of_dead_processes(self) -> None:
-        """Move into SQLite the answer logs nobody holds (their process died), then delete them."""
-        assert fcntl is not None
-        for log_path in self._log_paths():
-            try:
-                fd = os.open(log_path, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # its process closed it meanwhile
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its process is alive
-                with open(fd, "rb", closefd=False) as log:
-                    rows = _parse_log(log.read())
-                with self._db:
-                    self._db.executemany(_INSERT, rows)
-                log_path.unlink(missing_ok=True)  # another opener may have moved it in first
-            finally:
-                os.close(fd)
-
-    def _open_log(self) -> None:
-        assert fcntl is not None
-        while True:
-            log_path = self.path.with_name(f"{self.path.name}.answers-{uuid.uuid4().hex[:12]}.log")
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                if os.stat(log_path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
-            os.close(fd)  # an opener took the new, still unlocked file for a dead one's and deleted it
-        self._log, self._log_path = fd, log_path
+    def _insert_missing(self, rows: list[tuple[str, str]]) -> None:
+        with self._db:  # an old log must not overwrite an answer stored since
+            self._db.executemany("INSERT OR IGNORE INTO responses (key, value) VALUES (?, ?)", rows)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         unique = list(dict.fromkeys(keys))
         with self._lock:
             found = {k: json.loads(self._waiting[k]) for k in unique if k in self._waiting}
-        rest = [k for k in unique if k not in found]
-        for start in range(0, len(rest), 500):  # SQLite limits bound parameters
-            chunk = rest[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk)
-            found.update((k, json.loads(v)) for k, v in rows)
+            rest = [k for k in unique if k not in found]
+            for start in range(0, len(rest), 500):  # SQLite limits bound parameters
+                chunk = rest[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk)
+                found.update((k, json.loads(v)) for k, v in rows)
         return found
 
     def put_many(self, items: dict[str, dict[str, Any]]) -> None:
         """Store answers; once this returns they survive the process being killed."""
         encoded = {k: json.dumps(v, ensure_ascii=False) for k, v in items.items()}
-        if self._log is None:
-            with self._lock, self._db:
-                self._db.executemany(_INSERT, encoded.items())
-            return
-        # One line per answer: the key as JSON, a tab, the value (JSON escapes tabs and newlines).
-        lines = "".join(f"{json.dumps(k, ensure_ascii=False)}\t{v}\n" for k, v in encoded.items())
         with self._lock:
-            _write_all(self._log, lines.encode("utf-8"))
+            if self._log is not None and self._log.pid != os.getpid():
+                self._start_own_log_after_fork()
+            if self._log is None:
+                with self._db:
+                    self._db.executemany(_INSERT, encoded.items())
+                return
+            self._log.append(encoded)
             self._waiting.update(encoded)
-            now = time.monotonic()
-            if self._flush_due is None:
-                self._flush_due = now + self.flush_seconds
-            if len(self._waiting) >= self.flush_answers or now >= self._flush_due:
+            if len(self._waiting) >= self.flush_answers:
                 self._flush()
+            elif self._timer is None:
+                self._start_timer()
+
+    def _start_own_log_after_fork(self) -> None:
+        # The parent's log stays the parent's: its answers are its to move in.
+        assert self._log is not None
+        self._log.close(delete=False)
+        self._waiting, self._timer = {}, None
+        self._log = AnswerLog.create(self.path)
+
+    def _start_timer(self) -> None:
+        # A weak reference: a cache dropped without close() is still collected, and closed, at once.
+        self._timer = threading.Timer(self.flush_seconds, _flush_if_alive, args=(weakref.ref(self),))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _flush_when_due(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._closed:
+                return
+            try:
+                self._flush()
+            except (OSError, sqlite3.Error) as exc:  # e.g. the file is busy: the answers are safe in the log
+                logger.warning("response cache %s: moving answers into SQLite failed (%s); trying again",
+                               self.path, exc)
+                self._start_timer()
 
     def flush(self) -> None:
         """Move the logged answers into SQLite now, where other processes see them."""
@@ -165,57 +148,49 @@ class ResponseCache:
             self._flush()
 
     def _flush(self) -> None:
-        if self._waiting:
+        if self._waiting and self._log is not None and self._log.pid == os.getpid():
             with self._db:
                 self._db.executemany(_INSERT, self._waiting.items())
-            if self._log is not None:
-                os.ftruncate(self._log, 0)  # before this, a crash would only move the same rows in again
+            self._log.clear()
             self._waiting = {}
-        self._flush_due = None
 
     def __len__(self) -> int:
-        self.flush()
-        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        with self._lock:
+            self._flush()
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
         """Move the logged answers into SQLite and close. If that fails, the log stays for the next opener."""
-        if self._log is None:
-            self._db.close()
-            return
-        log, log_path, self._log = self._log, self._log_path, None
-        try:
-            self.flush()
-            assert log_path is not None
-            log_path.unlink(missing_ok=True)
-        finally:
-            os.close(log)
-            self._db.close()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            log, self._log = self._log, None
+            try:
+                if log is not None and log.pid == os.getpid():
+                    with self._db:
+                        self._db.executemany(_INSERT, self._waiting.items())
+                    self._waiting = {}
+                    log.close(delete=True)
+                    log = None
+            finally:
+                if log is not None:
+                    log.close(delete=False)  # a forked child's copy, or a failed move: the log stays
+                self._db.close()
 
     def __del__(self) -> None:
         # An instance dropped without close() (say, by a script) still moves its answers in.
-        if getattr(self, "_log", None) is not None:
+        if not getattr(self, "_closed", True):
             with contextlib.suppress(Exception):  # the log stays on disk and the next opener moves it in
                 self.close()
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _parse_log(data: bytes) -> list[tuple[str, str]]:
-    """The (key, JSON value) rows of an answer log; a line cut short by a crash is skipped."""
-    rows = []
-    for line in data.decode("utf-8", errors="replace").splitlines():
-        key, tab, value = line.partition("\t")
-        try:
-            if tab and isinstance(key := json.loads(key), str):
-                json.loads(value)
-                rows.append((key, value))
-        except ValueError:
-            continue
-    return rows
+def _flush_if_alive(cache: weakref.ref[ResponseCache]) -> None:
+    alive = cache()
+    if alive is not None:
+        alive._flush_when_due()
 
 
 def cache_key(identity: dict[str, Any], payload: dict[str, Any]) -> str:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from promptopt.backends import ResponseCache
+from promptopt.backends import ResponseCache, _answer_log
+from promptopt.backends._answer_log import AnswerLog, parse_log
 
-fcntl = pytest.importorskip("fcntl", reason="the answer log needs advisory file locks")
+pytest.importorskip("fcntl", reason="the answer log needs advisory file locks")
 
 
 def rows_in_sqlite(path: Path) -> int:
@@ -25,27 +31,36 @@ def logs(path: Path) -> list[Path]:
     return sorted(path.parent.glob(path.name + ".answers-*.log"))
 
 
+def own_log(cache: ResponseCache) -> Path:
+    assert cache._log is not None
+    return cache._log.path
+
+
+# Values with a tab and the characters str.splitlines() would break a line at.
+ODD = {"k0": {"text": "tab\there"}, "k1": {"text": "line\u2028sep"}, "k2": {"text": "para\u2029sep"},
+       "k3": {"text": "next\x85line"}, "k4": {"text": "plain"}}
+
 KILLED_AFTER_STORING = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     from promptopt.backends import ResponseCache
 
     cache = ResponseCache(sys.argv[1], flush_seconds=3600)
-    cache.put_many({f"k{i}": {"text": f"answer {i}", "note": "tab\\there"} for i in range(5)})
+    cache.put_many(json.loads(sys.argv[2]))
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 
 
 def test_answers_of_a_killed_process_are_moved_in_by_the_next_opener(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
-    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_STORING, str(path)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_STORING, str(path), json.dumps(ODD)],
+                          capture_output=True, text=True)
     assert done.returncode == -9, done.stderr
     assert rows_in_sqlite(path) == 0 and len(logs(path)) == 1  # only the log holds them
 
     cache = ResponseCache(path)
-    assert cache.get_many([f"k{i}" for i in range(5)]) == {
-        f"k{i}": {"text": f"answer {i}", "note": "tab\there"} for i in range(5)}
-    assert rows_in_sqlite(path) == 5
-    assert logs(path) == [] or logs(path) == [cache._log_path]  # the dead one's log is gone; ours is new
+    assert cache.get_many(list(ODD)) == ODD
+    assert rows_in_sqlite(path) == len(ODD)
+    assert logs(path) == [own_log(cache)]  # the dead one's log is gone
     cache.close()
     assert logs(path) == []
 
@@ -54,7 +69,7 @@ def test_a_live_process_keeps_its_log_until_it_moves_it_in(tmp_path: Path) -> No
     path = tmp_path / "c.sqlite"
     writer = ResponseCache(path, flush_seconds=3600)
     writer.put_many({"k": {"text": "paid"}})
-    reader = ResponseCache(path)  # another open file, so its flock conflicts, as another process's would
+    reader = ResponseCache(path)
     assert reader.get_many(["k"]) == {}  # not moved in yet, and not taken from a live writer
     assert len(logs(path)) == 2
     writer.close()
@@ -66,15 +81,34 @@ def test_a_live_process_keeps_its_log_until_it_moves_it_in(tmp_path: Path) -> No
 def test_a_line_cut_short_by_a_crash_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     ResponseCache(path).close()
-    log = path.with_name(path.name + ".answers-deadbeef.log")
-    log.write_text('"a"\t{"text": "one"}\n"b"\t{"text": "two"}\n"c"\t{"text": "th', encoding="utf-8")
+    log = path.with_name(path.name + ".answers-0123456789ab.log")
+    log.write_text('\n"a"\t{"text": "one"}\n"b"\t{"text": "two"}\n\n"c"\t{"text": "th', encoding="utf-8")
     cache = ResponseCache(path)
     assert cache.get_many(["a", "b", "c"]) == {"a": {"text": "one"}, "b": {"text": "two"}}
     assert not log.exists()
     cache.close()
 
 
-def test_answers_move_into_sqlite_in_batches(tmp_path: Path) -> None:
+def test_a_write_that_failed_halfway_does_not_swallow_the_next_answer(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    log = AnswerLog.create(tmp_path / "c.sqlite")
+    assert log is not None
+    real_write = os.write
+
+    def half_then_full_disk(fd: int, data: Any) -> int:
+        real_write(fd, bytes(data[:len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_answer_log.os, "write", half_then_full_disk)
+    with pytest.raises(OSError):
+        log.append({"lost": '{"text": "cut short"}'})
+    monkeypatch.setattr(_answer_log.os, "write", real_write)
+    log.append({"kept": '{"text": "whole"}'})
+    assert parse_log(log.path.read_bytes()) == [("kept", '{"text": "whole"}')]
+    log.close(delete=True)
+
+
+def test_answers_move_into_sqlite_at_a_count_on_a_timer_and_on_close(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     cache = ResponseCache(path, flush_seconds=3600, flush_answers=3)
     cache.put_many({"a": {"text": "1"}})
@@ -83,19 +117,72 @@ def test_answers_move_into_sqlite_in_batches(tmp_path: Path) -> None:
     assert cache.get_many(["a", "b"]) == {"a": {"text": "1"}, "b": {"text": "2"}}  # read from the waiting ones
     cache.put_many({"c": {"text": "3"}})
     assert rows_in_sqlite(path) == 3
-    assert cache._log_path is not None and cache._log_path.stat().st_size == 0  # moved, so the log is emptied
+    assert own_log(cache).stat().st_size == 0  # moved, so the log is emptied
+    cache.put_many({"d": {"text": "4"}})
     cache.close()
+    assert rows_in_sqlite(path) == 4 and logs(path) == []
 
-    at_once = ResponseCache(path, flush_seconds=0)
-    at_once.put_many({"d": {"text": "4"}})
-    assert rows_in_sqlite(path) == 4
-    at_once.close()
+    timed = ResponseCache(path, flush_seconds=0.05)
+    timed.put_many({"e": {"text": "5"}})  # and nothing after it: the timer moves it in
+    deadline = time.monotonic() + 5
+    while rows_in_sqlite(path) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert rows_in_sqlite(path) == 5
+    timed.close()
 
 
-def test_close_moves_everything_in_and_leaves_no_log(tmp_path: Path) -> None:
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_leaves_the_parents_log_alone(tmp_path: Path) -> None:
     path = tmp_path / "c.sqlite"
     cache = ResponseCache(path, flush_seconds=3600)
-    cache.put_many({f"k{i}": {"text": str(i)} for i in range(7)})
-    assert rows_in_sqlite(path) == 0
+    cache.put_many({"parent": {"text": "p"}})
+    pid = os.fork()
+    if pid == 0:  # the child stores an answer of its own and closes, as a child's exit would
+        try:
+            cache.put_many({"child": {"text": "c"}})
+            cache.close()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert own_log(cache).exists()  # still there, with the parent's answer in it
+    assert parse_log(own_log(cache).read_bytes()) == [("parent", '{"text": "p"}')]
     cache.close()
-    assert rows_in_sqlite(path) == 7 and logs(path) == []
+    assert ResponseCache(path).get_many(["parent", "child"]) == {"parent": {"text": "p"}, "child": {"text": "c"}}
+
+
+def test_a_new_log_taken_by_another_opener_before_it_was_locked_is_replaced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_flock = _answer_log.fcntl.flock
+    taken: list[int] = []
+
+    def another_opener_was_faster(fd: int, operation: int) -> None:
+        if not taken:  # as an opener would that found the new file unlocked: it deletes it
+            taken.append(fd)
+            next(iter(logs(tmp_path / "c.sqlite"))).unlink()
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(_answer_log.fcntl, "flock", another_opener_was_faster)
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    assert taken and own_log(cache).exists()
+    cache.close()
+
+
+def test_without_file_locks_each_answer_is_committed_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(_answer_log.fcntl, "flock", no_locks)
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path, flush_seconds=3600)
+    cache.put_many({"a": {"text": "1"}})
+    assert rows_in_sqlite(path) == 1 and logs(path) == []
+    cache.close()
+
+
+def test_an_old_log_does_not_overwrite_an_answer_stored_since(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    cache.put_many({"a": {"text": "new"}})
+    cache.close()
+    path.with_name(path.name + ".answers-0123456789ab.log").write_text('"a"\t{"text": "old"}\n', encoding="utf-8")
+    assert ResponseCache(path).get_many(["a"]) == {"a": {"text": "new"}}
