@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -262,24 +262,32 @@ class CachedBackend(Backend):
         size = width if self.capabilities.batches else 1
         groups = [items[i:i + size] for i in range(0, len(items), size)]
 
-        async def one(group: list[tuple[str, Any]]) -> None:
-            async with slots:
-                if failures:
-                    return
-                try:
-                    answers = await send([req for _, req in group])
-                except Exception as exc:  # kept to raise after the siblings settle
-                    failures.append(exc)
-                    return
-                fresh.update((key, answer) for (key, _), answer in zip(group, answers, strict=True))
-                try:
-                    # vars(), not asdict(): the values are flat, and asdict's deep copy cost ~25 us an answer
-                    self.cache.put_many({key: dict(vars(answer))
-                                         for (key, _), answer in zip(group, answers, strict=True)})
-                except Exception as exc:  # e.g. a full disk: send nothing more, raise it once the rest settle
-                    failures.append(exc)
+        async def worker(todo: Iterator[list[tuple[str, Any]]]) -> None:
+            for group in todo:  # shared by the workers: each group is taken once
+                async with slots:
+                    if failures:
+                        return
+                    try:
+                        answers = await send([req for _, req in group])
+                    except Exception as exc:  # kept to raise after the siblings settle
+                        failures.append(exc)
+                        return
+                    fresh.update((key, answer) for (key, _), answer in zip(group, answers, strict=True))
+                    try:
+                        # vars(), not asdict(): the values are flat, and asdict's deep copy cost ~25 us an answer
+                        self.cache.put_many({key: dict(vars(answer))
+                                             for (key, _), answer in zip(group, answers, strict=True)})
+                    except Exception as exc:  # e.g. a full disk: send nothing more, raise it once the rest settle
+                        failures.append(exc)
+                        return
 
-        await asyncio.gather(*(one(group) for group in groups))
+        # As many workers as calls may run at once, not a task per miss (a task costs more than a miss's store).
+        todo = iter(groups)
+        n_workers = min(len(groups), 1 if self.capabilities.batches else width)
+        if n_workers == 1:
+            await worker(todo)
+        else:
+            await asyncio.gather(*(worker(todo) for _ in range(n_workers)))
         if failures:
             raise failures[0]
         return fresh
