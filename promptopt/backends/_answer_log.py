@@ -25,7 +25,7 @@ __all__ = ["AnswerLog", "move_in_logs_of_dead_processes"]
 
 Rows = list[tuple[str, str]]  # (key, value as JSON)
 
-# Logs open in this process: never taken for a dead process's, whatever the file system's flock does.
+# Logs open in this process (resolved paths): never taken for a dead process's, whatever flock does here.
 _OPEN_HERE: set[Path] = set()
 
 
@@ -33,8 +33,8 @@ class AnswerLog:
     """This process's append-only file of answers not yet moved into SQLite."""
 
     def __init__(self, fd: int, path: Path) -> None:
-        self._fd, self.path, self.pid = fd, path, os.getpid()
-        _OPEN_HERE.add(path)
+        self._fd, self.path = fd, path
+        _OPEN_HERE.add(path.resolve())
 
     @classmethod
     def create(cls, db_path: Path) -> AnswerLog | None:
@@ -70,13 +70,16 @@ class AnswerLog:
         os.ftruncate(self._fd, 0)
 
     def close(self, *, delete: bool) -> None:
-        """Let go of the log; ``delete=False`` leaves it for the next opener (or for the parent, after a fork)."""
-        _OPEN_HERE.discard(self.path)
+        """Let go of the log (once); ``delete=False`` leaves it for the next opener (or the parent, after a fork)."""
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
+        _OPEN_HERE.discard(self.path.resolve())
         try:
             if delete:
                 self.path.unlink(missing_ok=True)
         finally:
-            os.close(self._fd)
+            os.close(fd)
 
 
 def move_in_logs_of_dead_processes(db_path: Path, store: Callable[[Rows], None]) -> None:
@@ -85,7 +88,7 @@ def move_in_logs_of_dead_processes(db_path: Path, store: Callable[[Rows], None])
         return
     pattern = glob.escape(db_path.name) + ".answers-" + "[0-9a-f]" * 12 + ".log"
     for path in sorted(db_path.parent.glob(pattern)):
-        if path in _OPEN_HERE:
+        if path.resolve() in _OPEN_HERE:
             continue
         try:
             fd = os.open(path, os.O_RDONLY)

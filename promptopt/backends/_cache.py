@@ -42,18 +42,22 @@ class ResponseCache:
 
     A new answer is stored by one ``write`` to this process's answer log beside
     the file (see ``_answer_log``), which ``kill -9`` cannot undo, and moved into
-    SQLite in batches: ``flush_seconds`` after the first answer of a batch, at
-    ``flush_answers`` waiting, and on :meth:`close`. (A commit per answer cost
-    several times the rest of an evaluation: WAL checkpoints sync the disk
-    every thousand or so.) Other processes see an answer once it is moved in;
-    opening the cache moves in the logs of processes that died. Where files
-    cannot be locked (Windows), each answer is committed at once instead.
+    SQLite in batches: ``flush_seconds`` after the first answer of a batch (a
+    timer thread), at ``flush_answers`` waiting, and on :meth:`close`. (A commit
+    per answer cost several times the rest of an evaluation: WAL checkpoints
+    sync the disk every thousand or so.) Other processes see an answer once it
+    is moved in; opening the cache moves in the logs of processes that died.
+    Where files cannot be locked (Windows), each answer is committed at once.
+    A forked child process must open a cache of its own.
     """
 
     def __init__(self, path: str | Path, *, flush_seconds: float = 0.5, flush_answers: int = 1000) -> None:
         self.path = Path(path)
         self.flush_seconds, self.flush_answers = flush_seconds, flush_answers
-        self._lock = threading.Lock()  # the connection and the log are used by the caller's and the timer's thread
+        # Writes come from the caller's thread and the timer's; reads need no lock (the
+        # sqlite3 connection is serialized) and so never wait behind a write.
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._waiting: dict[str, str] = {}  # logged, not yet in SQLite: key -> JSON
         self._timer: threading.Timer | None = None
         self._log: AnswerLog | None = None
@@ -88,24 +92,29 @@ class ResponseCache:
         with self._db:  # an old log must not overwrite an answer stored since
             self._db.executemany("INSERT OR IGNORE INTO responses (key, value) VALUES (?, ?)", rows)
 
+    def _in_this_process(self) -> None:
+        if os.getpid() != self._pid:  # its lock, log and connection belong to the parent
+            raise ConfigError(f"the response cache {str(self.path)!r} was opened before this process forked; "
+                              "open a new ResponseCache(path) in the child")
+
     def get_many(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        self._in_this_process()
         unique = list(dict.fromkeys(keys))
-        with self._lock:
-            found = {k: json.loads(self._waiting[k]) for k in unique if k in self._waiting}
-            rest = [k for k in unique if k not in found]
-            for start in range(0, len(rest), 500):  # SQLite limits bound parameters
-                chunk = rest[start:start + 500]
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk)
-                found.update((k, json.loads(v)) for k, v in rows)
+        waiting = self._waiting  # the timer thread replaces it once moved in, never empties it in place
+        found = {k: json.loads(waiting[k]) for k in unique if k in waiting}
+        rest = [k for k in unique if k not in found]
+        for start in range(0, len(rest), 500):  # SQLite limits bound parameters
+            chunk = rest[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk)
+            found.update((k, json.loads(v)) for k, v in rows)
         return found
 
     def put_many(self, items: dict[str, dict[str, Any]]) -> None:
         """Store answers; once this returns they survive the process being killed."""
+        self._in_this_process()
         encoded = {k: json.dumps(v, ensure_ascii=False) for k, v in items.items()}
         with self._lock:
-            if self._log is not None and self._log.pid != os.getpid():
-                self._start_own_log_after_fork()
             if self._log is None:
                 with self._db:
                     self._db.executemany(_INSERT, encoded.items())
@@ -113,54 +122,57 @@ class ResponseCache:
             self._log.append(encoded)
             self._waiting.update(encoded)
             if len(self._waiting) >= self.flush_answers:
-                self._flush()
+                self._flush_or_retry_later()
             elif self._timer is None:
                 self._start_timer()
 
-    def _start_own_log_after_fork(self) -> None:
-        # The parent's log stays the parent's: its answers are its to move in.
-        assert self._log is not None
-        self._log.close(delete=False)
-        self._waiting, self._timer = {}, None
-        self._log = AnswerLog.create(self.path)
-
     def _start_timer(self) -> None:
         # A weak reference: a cache dropped without close() is still collected, and closed, at once.
-        self._timer = threading.Timer(self.flush_seconds, _flush_if_alive, args=(weakref.ref(self),))
-        self._timer.daemon = True
-        self._timer.start()
+        timer = threading.Timer(self.flush_seconds, _flush_if_alive, args=(weakref.ref(self),))
+        timer.daemon = True
+        timer.start()
+        self._timer = timer
 
     def _flush_when_due(self) -> None:
         with self._lock:
             self._timer = None
-            if self._closed:
-                return
-            try:
-                self._flush()
-            except (OSError, sqlite3.Error) as exc:  # e.g. the file is busy: the answers are safe in the log
-                logger.warning("response cache %s: moving answers into SQLite failed (%s); trying again",
-                               self.path, exc)
+            if not self._closed:
+                self._flush_or_retry_later()
+
+    def _flush_or_retry_later(self) -> None:
+        try:
+            self._flush()
+        except (OSError, sqlite3.Error) as exc:  # e.g. the file is busy: the answers are safe in the log
+            logger.warning("response cache %s: moving answers into SQLite failed (%s); trying again",
+                           self.path, exc)
+            if self._timer is None:
                 self._start_timer()
 
     def flush(self) -> None:
         """Move the logged answers into SQLite now, where other processes see them."""
+        self._in_this_process()
         with self._lock:
             self._flush()
 
     def _flush(self) -> None:
-        if self._waiting and self._log is not None and self._log.pid == os.getpid():
+        if self._waiting and self._log is not None:
             with self._db:
                 self._db.executemany(_INSERT, self._waiting.items())
             self._log.clear()
             self._waiting = {}
 
     def __len__(self) -> int:
-        with self._lock:
-            self._flush()
-            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        self.flush()
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
 
     def close(self) -> None:
         """Move the logged answers into SQLite and close. If that fails, the log stays for the next opener."""
+        if os.getpid() != self._pid:
+            # A forked child: let go of its copy of the log's descriptor (the parent keeps its lock), touch nothing.
+            if self._log is not None:
+                self._log.close(delete=False)
+            self._closed = True
+            return
         with self._lock:
             if self._closed:
                 return
@@ -169,15 +181,16 @@ class ResponseCache:
                 self._timer.cancel()
             log, self._log = self._log, None
             try:
-                if log is not None and log.pid == os.getpid():
+                if log is not None and self._waiting:
                     with self._db:
                         self._db.executemany(_INSERT, self._waiting.items())
                     self._waiting = {}
-                    log.close(delete=True)
-                    log = None
+                if log is not None:
+                    moved, log = log, None
+                    moved.close(delete=True)
             finally:
                 if log is not None:
-                    log.close(delete=False)  # a forked child's copy, or a failed move: the log stays
+                    log.close(delete=False)  # moving its answers in failed: the next opener does it
                 self._db.close()
 
     def __del__(self) -> None:
@@ -269,14 +282,10 @@ class CachedBackend(Backend):
                         return
                     try:
                         answers = await send([req for _, req in group])
-                    except Exception as exc:  # kept to raise after the siblings settle
-                        failures.append(exc)
-                        return
-                    fresh.update((key, answer) for (key, _), answer in zip(group, answers, strict=True))
-                    try:
+                        paid = {key: answer for (key, _), answer in zip(group, answers, strict=True)}
+                        fresh.update(paid)
                         # vars(), not asdict(): the values are flat, and asdict's deep copy cost ~25 us an answer
-                        self.cache.put_many({key: dict(vars(answer))
-                                             for (key, _), answer in zip(group, answers, strict=True)})
+                        self.cache.put_many({key: dict(vars(answer)) for key, answer in paid.items()})
                     except Exception as exc:  # e.g. a full disk: send nothing more, raise it once the rest settle
                         failures.append(exc)
                         return

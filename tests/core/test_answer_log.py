@@ -17,6 +17,7 @@ import pytest
 
 from promptopt.backends import ResponseCache, _answer_log
 from promptopt.backends._answer_log import AnswerLog, parse_log
+from promptopt.exceptions import ConfigError
 
 pytest.importorskip("fcntl", reason="the answer log needs advisory file locks")
 
@@ -132,22 +133,55 @@ def test_answers_move_into_sqlite_at_a_count_on_a_timer_and_on_close(tmp_path: P
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_leaves_the_parents_log_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("child_does", ["close", "len", "put"])
+def test_a_forked_child_leaves_the_parents_log_alone(tmp_path: Path, child_does: str) -> None:
     path = tmp_path / "c.sqlite"
     cache = ResponseCache(path, flush_seconds=3600)
     cache.put_many({"parent": {"text": "p"}})
     pid = os.fork()
-    if pid == 0:  # the child stores an answer of its own and closes, as a child's exit would
+    if pid == 0:  # exit 0: closed quietly; 3: refused with the error that says to open a cache of its own
+        code = 1
         try:
-            cache.put_many({"child": {"text": "c"}})
-            cache.close()
+            if child_does == "close":
+                cache.close()
+                code = 0
+            elif child_does == "len":
+                len(cache)
+            else:
+                cache.put_many({"child": {"text": "c"}})
+        except ConfigError as exc:
+            code = 3 if "open a new ResponseCache(path) in the child" in str(exc) else 1
         finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    assert own_log(cache).exists()  # still there, with the parent's answer in it
-    assert parse_log(own_log(cache).read_bytes()) == [("parent", '{"text": "p"}')]
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == (0 if child_does == "close" else 3)
+    assert parse_log(own_log(cache).read_bytes()) == [("parent", '{"text": "p"}')]  # untouched
     cache.close()
-    assert ResponseCache(path).get_many(["parent", "child"]) == {"parent": {"text": "p"}, "child": {"text": "c"}}
+    assert ResponseCache(path).get_many(["parent"]) == {"parent": {"text": "p"}}
+
+
+def test_an_opener_takes_only_its_own_caches_logs(tmp_path: Path) -> None:
+    other = tmp_path / "c.sqlite.answers-x"  # another cache, whose name starts like our logs'
+    ResponseCache(other).close()
+    other.with_name(other.name + ".answers-0123456789ab.log").write_text('"a"\t{"text": "theirs"}\n',
+                                                                          encoding="utf-8")
+    ResponseCache(tmp_path / "c.sqlite").close()
+    assert ResponseCache(other).get_many(["a"]) == {"a": {"text": "theirs"}}
+    assert rows_in_sqlite(tmp_path / "c.sqlite") == 0
+
+
+def test_a_log_open_in_this_process_is_never_taken_even_where_flock_is_per_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On some network file systems flock is emulated with per-process locks: our own
+    # live log would look free to a second opener in this process.
+    monkeypatch.setattr(_answer_log.fcntl, "flock", lambda fd, operation: None)
+    writer = ResponseCache(tmp_path / "c.sqlite", flush_seconds=3600)
+    writer.put_many({"k": {"text": "paid"}})
+    monkeypatch.chdir(tmp_path)
+    reader = ResponseCache(Path("c.sqlite"))  # the same file, spelled another way
+    assert own_log(writer).exists() and reader.get_many(["k"]) == {}
+    reader.close()
+    writer.close()
 
 
 def test_a_new_log_taken_by_another_opener_before_it_was_locked_is_replaced(
@@ -186,3 +220,21 @@ def test_an_old_log_does_not_overwrite_an_answer_stored_since(tmp_path: Path) ->
     cache.close()
     path.with_name(path.name + ".answers-0123456789ab.log").write_text('"a"\t{"text": "old"}\n', encoding="utf-8")
     assert ResponseCache(path).get_many(["a"]) == {"a": {"text": "new"}}
+
+
+def test_a_log_that_cannot_be_deleted_at_close_raises_that_error_with_the_answers_moved_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path, flush_seconds=3600)
+    cache.put_many({"a": {"text": "1"}})
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with pytest.raises(PermissionError, match="Permission denied"):
+        cache.close()
+    monkeypatch.undo()
+    assert rows_in_sqlite(path) == 1
+    with pytest.raises(sqlite3.ProgrammingError):  # closed all the same
+        cache._db.execute("SELECT 1")

@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from promptopt.backends import CachedBackend, ResponseCache, RetryingBackend
 from promptopt.exceptions import BackendError
 from promptopt.testing import FakeBackend
@@ -116,14 +118,29 @@ class _FullDisk(ResponseCache):
         raise OSError("database or disk is full")
 
 
-def test_a_failed_store_stops_sending_and_leaves_nothing_running(tmp_path: Path) -> None:
-    fake = FakeBackend(max_concurrency=2, latency=0.01)
+def _refuse_q0(req: Request) -> str:
+    if req.messages[-1].content == "q0":
+        raise BackendError("refused", retryable=False)
+    return "fine"
+
+
+class _NoAnswers(FakeBackend):
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        await super().agenerate(requests)
+        return []  # fewer answers than requests
+
+
+@pytest.mark.parametrize("failure", ["store", "call", "malformed reply"])
+def test_a_failure_stops_sending_and_leaves_nothing_running(tmp_path: Path, failure: str) -> None:
+    fake = (_NoAnswers if failure == "malformed reply" else FakeBackend)(
+        reply=_refuse_q0 if failure == "call" else None, max_concurrency=2, latency=0.01)
+    cache = (_FullDisk if failure == "store" else ResponseCache)(tmp_path / "c.sqlite")
 
     async def main() -> tuple[int, int]:
-        backend = CachedBackend(fake, _FullDisk(tmp_path / "c.sqlite"))
-        with contextlib.suppress(OSError):
+        backend = CachedBackend(fake, cache)
+        with contextlib.suppress(OSError, BackendError, ValueError):
             await backend.agenerate([Request((Message("user", f"q{i}"),)) for i in range(8)])
-            raise AssertionError("the store's error was not raised")
+            raise AssertionError("the failure was not raised")
         sent = fake.n_calls
         await asyncio.sleep(0.1)  # anything still running would send more now
         return sent, fake.n_calls
