@@ -206,9 +206,17 @@ def _flush_if_alive(cache: weakref.ref[ResponseCache]) -> None:
         alive._flush_when_due()
 
 
-def cache_key(identity: dict[str, Any], payload: dict[str, Any]) -> str:
-    blob = json.dumps({"backend": identity, "request": payload}, sort_keys=True,
-                      ensure_ascii=False, separators=(",", ":"))
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def cache_key(identity_json: str, payload: dict[str, Any]) -> str:
+    """SHA-256 of ``{"backend": identity, "request": payload}`` as canonical JSON.
+
+    The identity comes encoded (``canonical_json``) so a batch encodes it once;
+    the text is the same as encoding the whole dict, so existing caches stay valid.
+    """
+    blob = '{"backend":' + identity_json + ',"request":' + canonical_json(payload) + "}"
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -236,7 +244,7 @@ class CachedBackend(Backend):
         return await self._through(requests, self.inner.ascore, LogProb)
 
     async def _through(self, requests: Sequence[Any], send: Any, kind: type[T]) -> list[T]:
-        ident = self.inner.identity()
+        ident = canonical_json(self.inner.identity())
         keys = [cache_key(ident, r.key_payload()) for r in requests]
         hits = self.cache.get_many(keys)
         missing: dict[str, Any] = {}

@@ -190,3 +190,17 @@ def test_request_keys_cover_every_field_but_the_role() -> None:
         full = dataclasses.asdict(r)
         full.pop("role")
         assert json.dumps(r.key_payload(), sort_keys=True) == json.dumps({**full, "kind": kind}, sort_keys=True)
+
+
+def test_cache_keys_are_those_of_earlier_versions() -> None:
+    # The identity is encoded once per batch now; the key must stay what it was, or
+    # existing caches would stop replaying.
+    import hashlib
+
+    from promptopt.backends._cache import cache_key, canonical_json
+
+    identity = {"backend": "openai", "model": "smollm2", "base_url": "http://127.0.0.1:8000/v1", "é": "ü"}
+    for req in (Request(MSG, max_tokens=5, stop=("\n",)), ScoreRequest((Message("user", "naïve ☃"),), "yes")):
+        whole = json.dumps({"backend": identity, "request": req.key_payload()}, sort_keys=True,
+                           ensure_ascii=False, separators=(",", ":"))
+        assert cache_key(canonical_json(identity), req.key_payload()) == hashlib.sha256(whole.encode()).hexdigest()
