@@ -186,11 +186,10 @@ class ResponseCache:
                         self._db.executemany(_INSERT, self._waiting.items())
                     self._waiting = {}
                 if log is not None:
-                    moved, log = log, None
-                    moved.close(delete=True)
+                    log.close(delete=True)
             finally:
                 if log is not None:
-                    log.close(delete=False)  # moving its answers in failed: the next opener does it
+                    log.close(delete=False)  # a no-op once closed; if moving in failed, the next opener does it
                 self._db.close()
 
     def __del__(self) -> None:
