@@ -60,7 +60,7 @@ class AnswerLog:
     def append(self, rows: dict[str, str]) -> None:
         """Write the rows in one go. A line a failed write cut short ends at the next write's first byte."""
         # key as JSON, a tab, the value: JSON escapes tabs and newlines, so a line is one answer
-        data = "\n" + "".join(f"{json.dumps(key, ensure_ascii=False)}\t{value}\n" for key, value in rows.items())
+        data = "\n" + "".join(f"{_key_json(key)}\t{value}\n" for key, value in rows.items())
         view = memoryview(data.encode("utf-8"))
         while view:
             view = view[os.write(self._fd, view):]
@@ -104,6 +104,11 @@ def move_in_logs_of_dead_processes(db_path: Path, store: Callable[[Rows], None])
             path.unlink(missing_ok=True)  # another opener may have moved it in first
         finally:
             os.close(fd)
+
+
+def _key_json(key: str) -> str:
+    # The cache's keys are hex digests, which JSON quotes as they are; the encoder is for any other key.
+    return f'"{key}"' if key.isascii() and key.isalnum() else json.dumps(key, ensure_ascii=False)
 
 
 def parse_log(data: bytes) -> Rows:

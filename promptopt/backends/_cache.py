@@ -35,6 +35,9 @@ T = TypeVar("T", Completion, LogProb)
 logger = logging.getLogger(__name__)
 
 _INSERT = "INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)"
+# Built once: json.dumps with options builds an encoder per call, a tenth of a stored answer's cost.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+_VALUE = json.JSONEncoder(ensure_ascii=False)
 
 
 class ResponseCache:
@@ -113,7 +116,7 @@ class ResponseCache:
     def put_many(self, items: dict[str, dict[str, Any]]) -> None:
         """Store answers; once this returns they survive the process being killed."""
         self._in_this_process()
-        encoded = {k: json.dumps(v, ensure_ascii=False) for k, v in items.items()}
+        encoded = {k: _VALUE.encode(v) for k, v in items.items()}
         with self._lock:
             if self._log is None:
                 with self._db:
@@ -206,7 +209,7 @@ def _flush_if_alive(cache: weakref.ref[ResponseCache]) -> None:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _CANONICAL.encode(value)
 
 
 def cache_key(identity_json: str, payload: dict[str, Any]) -> str:
@@ -254,7 +257,7 @@ class CachedBackend(Backend):
         out: list[T] = []
         for key in keys:
             if key in hits:
-                out.append(replace(kind(**hits[key]), cached=True))
+                out.append(kind(**{**hits[key], "cached": True}))  # not replace(): it cost ~4 us an answer
             elif key in missing:
                 out.append(fresh[key])
                 del missing[key]  # a repeat later in this batch was not paid again

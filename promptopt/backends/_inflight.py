@@ -49,16 +49,16 @@ class DedupingBackend(Backend):
     async def _through(self, requests: Sequence[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
         if len(requests) == 1 and requests[0] not in self._flights:
             # the common case (the cache sends its misses one at a time): one request, nobody else asking
-            return list((await self._lead({requests[0]: requests[0]}, send)).values())
+            return await self._lead([requests[0]], send)
         # A frozen request is its own key here (one backend, one process): no JSON, no SHA-256 per call.
         keys: list[Any] = list(requests)
         answers: dict[Any, T] = {}
         pending = dict(zip(keys, requests, strict=True))
         while pending:  # more than one pass only when a request we waited for was cancelled
-            lead = {k: r for k, r in pending.items() if k not in self._flights}
-            follow = {k: self._flights[k] for k in pending if k not in lead}
+            follow = {k: self._flights[k] for k in pending if k in self._flights}
+            lead = [k for k in pending if k not in follow]
             if lead:
-                answers.update(await self._lead(lead, send))
+                answers.update(zip(lead, await self._lead(lead, send), strict=True))
             for key, flight in follow.items():
                 try:
                     answers[key] = replace(await asyncio.shield(flight), cached=True)
@@ -74,27 +74,28 @@ class DedupingBackend(Backend):
             answers[key] = replace(answer, cached=True)  # a repeat within this batch was not paid again
         return out
 
-    async def _lead(self, lead: dict[Any, Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> dict[Any, T]:
+    async def _lead(self, lead: list[Any], send: Callable[[list[Any]], Awaitable[list[T]]]) -> list[T]:
+        """Send ``lead`` (distinct requests nobody else has in flight), answering whoever waits on them."""
         loop = asyncio.get_running_loop()
-        flights = {key: loop.create_future() for key in lead}
-        self._flights.update(flights)
+        flights = [loop.create_future() for _ in lead]
+        self._flights.update(zip(lead, flights, strict=True))
         try:
-            answers = await send(list(lead.values()))
+            answers = await send(lead)
         except asyncio.CancelledError:
-            for flight in flights.values():
+            for flight in flights:
                 flight.cancel()
             raise
         except BaseException as exc:
-            for flight in flights.values():
+            for flight in flights:
                 flight.set_exception(exc)
                 flight.exception()  # retrieved: no "never retrieved" warning when nobody waited
             raise
         finally:
-            for key in flights:
+            for key in lead:
                 self._flights.pop(key, None)
-        for flight, answer in zip(flights.values(), answers, strict=True):
+        for flight, answer in zip(flights, answers, strict=True):
             flight.set_result(answer)
-        return dict(zip(lead, answers, strict=True))
+        return answers
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -37,9 +37,10 @@ def own_log(cache: ResponseCache) -> Path:
     return cache._log.path
 
 
-# Values with a tab and the characters str.splitlines() would break a line at.
+# Values with a tab and the characters str.splitlines() would break a line at; keys that JSON must escape.
 ODD = {"k0": {"text": "tab\there"}, "k1": {"text": "line\u2028sep"}, "k2": {"text": "para\u2029sep"},
-       "k3": {"text": "next\x85line"}, "k4": {"text": "plain"}}
+       "k3": {"text": "next\x85line"}, "k4": {"text": "plain"},
+       'a "key"\twith\nescapes\\': {"text": "odd key"}, "clé\u2028": {"text": "non-ASCII key"}}
 
 KILLED_AFTER_STORING = textwrap.dedent("""
     import json, os, signal, sys
