@@ -51,9 +51,8 @@ class DedupingBackend(Backend):
             # the common case (the cache sends its misses one at a time): one request, nobody else asking
             return await self._lead([requests[0]], send)
         # A frozen request is its own key here (one backend, one process): no JSON, no SHA-256 per call.
-        keys: list[Any] = list(requests)
         answers: dict[Any, T] = {}
-        pending = dict(zip(keys, requests, strict=True))
+        pending = list(dict.fromkeys(requests))  # distinct, in order
         while pending:  # more than one pass only when a request we waited for was cancelled
             follow = {k: self._flights[k] for k in pending if k in self._flights}
             lead = [k for k in pending if k not in follow]
@@ -66,9 +65,9 @@ class DedupingBackend(Backend):
                     if not flight.cancelled():
                         raise  # we were cancelled ourselves
                     continue  # its sender was cancelled: send it on the next pass
-            pending = {k: r for k, r in pending.items() if k not in answers}
+            pending = [k for k in pending if k not in answers]
         out: list[T] = []
-        for key in keys:
+        for key in requests:
             answer = answers[key]
             out.append(answer)
             answers[key] = replace(answer, cached=True)  # a repeat within this batch was not paid again
