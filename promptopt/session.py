@@ -100,9 +100,8 @@ class Session:
         inner = ThrottledBackend(backend, throttle) if throttle.limits else backend
         inner = RetryingBackend(inner, max_attempts=policy.max_attempts,
                                 initial_wait=policy.initial_wait, max_wait=policy.max_wait)
-        inner = DedupingBackend(inner)
-        if self.cache is not None:
-            inner = CachedBackend(inner, self.cache)
+        # Identical requests in flight are merged once: by the cache, by key, when it is on.
+        inner = DedupingBackend(inner) if self.cache is None else CachedBackend(inner, self.cache)
         return MeteredBackend(inner, self.meter)
 
     def close(self) -> None:

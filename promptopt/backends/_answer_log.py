@@ -60,10 +60,10 @@ class AnswerLog:
     def append(self, rows: dict[str, str]) -> None:
         """Write the rows in one go. A line a failed write cut short ends at the next write's first byte."""
         # key as JSON, a tab, the value: JSON escapes tabs and newlines, so a line is one answer
-        data = "\n" + "".join(f"{_key_json(key)}\t{value}\n" for key, value in rows.items())
-        view = memoryview(data.encode("utf-8"))
-        while view:
-            view = view[os.write(self._fd, view):]
+        data = ("\n" + "".join(f"{_key_json(key)}\t{value}\n" for key, value in rows.items())).encode("utf-8")
+        written = os.write(self._fd, data)
+        while written < len(data):  # a short write (a signal, a nearly full disk): write the rest
+            written += os.write(self._fd, data[written:])
 
     def clear(self) -> None:
         """Empty the log once its answers are in SQLite (a crash before this only moves them in again)."""

@@ -19,13 +19,14 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from promptopt.backends._answer_log import AnswerLog, move_in_logs_of_dead_processes
 from promptopt.backends._base import Backend
+from promptopt.backends._inflight import Flights, Lead
 from promptopt.exceptions import ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
@@ -226,13 +227,16 @@ class CachedBackend(Backend):
     """Answers requests seen before from a :class:`ResponseCache`; sends only the misses.
 
     Misses go out one request at a time (up to the backend's ``max_concurrency``
-    at once) and each answer is stored as it arrives.
+    at once) and each answer is stored as it arrives. A request missed while an
+    identical one is between its miss and its store waits for that answer
+    (``Flights``: the in-flight merging rules) instead of being sent again.
     Replayed values come back with ``cached=True`` so the meter can tell them apart.
     """
 
     def __init__(self, inner: Backend, cache: ResponseCache) -> None:
         self.inner, self.cache = inner, cache
         self._slots: asyncio.Semaphore | None = None
+        self._flights: Flights[str] = Flights()  # identical misses in flight are sent once
         self.name, self.model = inner.name, inner.model
         self.capabilities = inner.capabilities
 
@@ -253,7 +257,11 @@ class CachedBackend(Backend):
         for key, req in zip(keys, requests, strict=True):
             if key not in hits:
                 missing.setdefault(key, req)  # identical requests are sent once
-        fresh = await self._send_missing(missing, send)
+
+        async def send_missing(wanted: Mapping[str, Any], lead: Lead[str]) -> None:
+            await self._send_missing(wanted, send, lead)
+
+        fresh = await self._flights.fetch(missing, send_missing) if missing else {}
         out: list[T] = []
         for key in keys:
             if key in hits:
@@ -265,8 +273,8 @@ class CachedBackend(Backend):
                 out.append(replace(fresh[key], cached=True))
         return out
 
-    async def _send_missing(self, missing: dict[str, Any], send: Any) -> dict[str, Any]:
-        """Send each miss and store its answer as it arrives.
+    async def _send_missing(self, missing: Mapping[str, Any], send: Any, lead: Lead[str]) -> None:
+        """Send each miss, store its answer as it arrives, then hand it to ``lead``.
 
         At most ``max_concurrency`` requests are between sending and storing, so
         a crash loses at most that many paid answers. An engine that batches
@@ -279,7 +287,6 @@ class CachedBackend(Backend):
         if self._slots is None:
             self._slots = asyncio.Semaphore(1 if self.capabilities.batches else width)
         slots = self._slots
-        fresh: dict[str, Any] = {}
         failures: list[Exception] = []
         items = list(missing.items())
         size = width if self.capabilities.batches else 1
@@ -293,12 +300,14 @@ class CachedBackend(Backend):
                     try:
                         answers = await send([req for _, req in group])
                         paid = {key: answer for (key, _), answer in zip(group, answers, strict=True)}
-                        fresh.update(paid)
                         # vars(), not asdict(): the values are flat, and asdict's deep copy cost ~25 us an answer
-                        self.cache.put_many({key: dict(vars(answer)) for key, answer in paid.items()})
+                        self.cache.put_many({key: vars(answer) for key, answer in paid.items()})
                     except Exception as exc:  # e.g. a full disk: send nothing more, raise it once the rest settle
+                        lead.fail([key for key, _ in group], exc)
                         failures.append(exc)
                         return
+                    for key, answer in paid.items():
+                        lead.answer(key, answer)
 
         # As many workers as calls may run at once, not a task per miss (a task costs more than a miss's store).
         todo = iter(groups)
@@ -309,7 +318,6 @@ class CachedBackend(Backend):
             await asyncio.gather(*(worker(todo) for _ in range(n_workers)))
         if failures:
             raise failures[0]
-        return fresh
 
     async def aclose(self) -> None:
         await self.inner.aclose()

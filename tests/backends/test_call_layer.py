@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from promptopt import Budget
-from promptopt.backends import Backend, Capabilities, RetryingBackend
+from promptopt.backends import Backend, CachedBackend, Capabilities, ResponseCache, RetryingBackend
 from promptopt.backends._inflight import DedupingBackend
 from promptopt.backends._throttle import Throttle, ThrottledBackend
 from promptopt.exceptions import BackendError, ConfigError
@@ -55,11 +56,27 @@ def run(coro: Any) -> Any:
 
 
 # --- identical requests in flight ------------------------------------------------------------
+# Without the response cache DedupingBackend merges them; with it, the cache does, by key.
 
 
-def test_concurrent_batches_send_an_identical_request_once() -> None:
+@pytest.fixture(params=["in-flight layer", "response cache"])
+def merging(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[Backend], Backend]]:
+    caches: list[ResponseCache] = []
+
+    def wrap(inner: Backend) -> Backend:
+        if request.param == "in-flight layer":
+            return DedupingBackend(inner)
+        caches.append(ResponseCache(tmp_path / f"cache-{len(caches)}.sqlite"))
+        return CachedBackend(inner, caches[-1])
+
+    yield wrap
+    for cache in caches:
+        cache.close()
+
+
+def test_concurrent_batches_send_an_identical_request_once(merging: Callable[[Backend], Backend]) -> None:
     inner = Recorder()
-    backend = DedupingBackend(inner)
+    backend = merging(inner)
 
     async def both() -> list[list[Completion]]:
         return list(await asyncio.gather(backend.agenerate([ask("a"), ask("b")]),
@@ -81,9 +98,9 @@ def test_a_request_asked_again_after_its_answer_came_back_is_sent_again() -> Non
     assert inner.sent == ["a", "a"]
 
 
-def test_waiters_get_the_first_askers_error() -> None:
+def test_waiters_get_the_first_askers_error(merging: Callable[[Backend], Backend]) -> None:
     inner = Recorder(fail=BackendError("boom", retryable=False))
-    backend = DedupingBackend(inner)
+    backend = merging(inner)
 
     async def both() -> list[Any]:
         return list(await asyncio.gather(backend.agenerate([ask("a")]), backend.agenerate([ask("a")]),
@@ -94,9 +111,9 @@ def test_waiters_get_the_first_askers_error() -> None:
     assert all(isinstance(e, BackendError) and "boom" in str(e) for e in errors)
 
 
-def test_waiters_send_it_themselves_when_the_first_asker_is_cancelled() -> None:
+def test_waiters_send_it_themselves_when_the_first_asker_is_cancelled(merging: Callable[[Backend], Backend]) -> None:
     inner = Recorder(delay=0.2)
-    backend = DedupingBackend(inner)
+    backend = merging(inner)
 
     async def scenario() -> list[Completion]:
         first = asyncio.ensure_future(backend.agenerate([ask("a")]))
@@ -109,6 +126,55 @@ def test_waiters_send_it_themselves_when_the_first_asker_is_cancelled() -> None:
     [answer] = run(scenario())
     assert answer.text == "re: a" and not answer.cached  # the waiter paid for it itself
     assert inner.sent == ["a", "a"]
+
+
+class FailsOn(Recorder):
+    """A serial Recorder whose call fails when it carries ``bad``."""
+
+    def __init__(self, bad: str) -> None:
+        super().__init__(delay=0.05, fail=None)
+        self.capabilities = Capabilities(max_concurrency=1)
+        self.bad = bad
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
+        self.fail = BackendError(f"{self.bad} refused", retryable=False) if any(
+            r.messages[-1].content == self.bad for r in requests) else None
+        return await super().agenerate(requests)
+
+
+def test_the_cache_merges_a_miss_still_waiting_for_its_turn(tmp_path: Path) -> None:
+    # The cache covers a miss from the moment it misses, not only while it is on the wire:
+    # "b" waits behind "a" on a serial backend when the second batch asks for it.
+    inner = Recorder()
+    inner.capabilities = Capabilities(max_concurrency=1)
+    with contextlib.closing(ResponseCache(tmp_path / "c.sqlite")) as cache:
+        backend = CachedBackend(inner, cache)
+
+        async def both() -> list[list[Completion]]:
+            first = asyncio.ensure_future(backend.agenerate([ask("a"), ask("b")]))
+            await asyncio.sleep(0.01)  # "a" is on the wire, "b" is queued
+            return [await backend.agenerate([ask("b")]), await first]
+
+        second, first = run(both())
+    assert inner.sent == ["a", "b"]
+    assert [c.cached for c in first] == [False, False] and [c.cached for c in second] == [True]
+
+
+def test_a_waiter_sends_a_miss_its_leader_never_sent(tmp_path: Path) -> None:
+    # The leader stops sending after "x" fails; the waiter on "y" gets "y"'s answer, not "x"'s error.
+    inner = FailsOn("x")
+    with contextlib.closing(ResponseCache(tmp_path / "c.sqlite")) as cache:
+        backend = CachedBackend(inner, cache)
+
+        async def both() -> list[Any]:
+            first = asyncio.ensure_future(backend.agenerate([ask("x"), ask("y")]))
+            await asyncio.sleep(0.01)
+            return list(await asyncio.gather(first, backend.agenerate([ask("y")]), return_exceptions=True))
+
+        error, [answer] = run(both())
+    assert isinstance(error, BackendError) and "x refused" in str(error)
+    assert answer.text == "re: y" and not answer.cached
+    assert inner.sent == ["x", "y"]
 
 
 @pytest.mark.parametrize("cache", [False, True])
