@@ -259,6 +259,11 @@ class CachedBackend(Backend):
                 missing.setdefault(key, req)  # identical requests are sent once
 
         async def send_missing(wanted: Mapping[str, Any], lead: Lead[str]) -> None:
+            if lead.again:  # asked for by an asker who gave up: another may have stored the answer since
+                stored = self.cache.get_many(list(wanted))
+                for key, value in stored.items():
+                    lead.answer(key, kind(**{**value, "cached": True}))
+                wanted = {key: req for key, req in wanted.items() if key not in stored}
             await self._send_missing(wanted, send, lead)
 
         fresh = await self._flights.fetch(missing, send_missing) if missing else {}
@@ -280,8 +285,9 @@ class CachedBackend(Backend):
         a crash loses at most that many paid answers. An engine that batches
         (``capabilities.batches``) gets up to that many per call, stored when the
         call returns; any other backend gets one request per call. After the
-        first failure no new request is sent; those in flight finish and are
-        stored; then the failure is raised, with no request left running.
+        first failure (or once a request this batch waits on failed) no new
+        request is sent; those in flight finish and are stored; then the
+        failure is raised, with no request left running.
         """
         width = max(1, self.capabilities.max_concurrency)
         if self._slots is None:
@@ -295,7 +301,7 @@ class CachedBackend(Backend):
         async def worker(todo: Iterator[list[tuple[str, Any]]]) -> None:
             for group in todo:  # shared by the workers: each group is taken once
                 async with slots:
-                    if failures:
+                    if failures or lead.failed_elsewhere:
                         return
                     try:
                         answers = await send([req for _, req in group])
@@ -314,8 +320,10 @@ class CachedBackend(Backend):
         n_workers = min(len(groups), 1 if self.capabilities.batches else width)
         if n_workers == 1:
             await worker(todo)
-        else:
-            await asyncio.gather(*(worker(todo) for _ in range(n_workers)))
+        else:  # every worker settles before this returns or raises: none is left sending unwatched
+            for outcome in await asyncio.gather(*(worker(todo) for _ in range(n_workers)), return_exceptions=True):
+                if isinstance(outcome, BaseException):  # not an Exception: the worker let it through
+                    raise outcome
         if failures:
             raise failures[0]
 

@@ -26,11 +26,19 @@ T = TypeVar("T", Completion, LogProb)
 
 
 class Lead(Generic[K]):
-    """The keys one asker sends for everyone: it hands each key's answer, or error, to whoever waits."""
+    """The keys one asker sends for everyone: it hands each key's answer, or error, to whoever waits.
+
+    ``again`` is True when these keys were sent before by an asker who gave up
+    (their answer may have been stored since). ``failed_elsewhere`` turns True
+    when a key the same batch waits on failed: the batch will fail, so a sender
+    should start nothing new.
+    """
 
     def __init__(self, flights: dict[K, asyncio.Future[Any]], ours: dict[K, asyncio.Future[Any]],
-                 answers: dict[K, Any]) -> None:
+                 answers: dict[K, Any], *, again: bool) -> None:
         self._flights, self._ours, self._answers = flights, ours, answers
+        self.again = again
+        self.failed_elsewhere = False
 
     def answer(self, key: K, value: Any) -> None:
         self._answers[key] = value
@@ -52,8 +60,9 @@ class Lead(Generic[K]):
 
     def _release(self, key: K) -> asyncio.Future[Any]:
         future = self._ours[key]
-        if self._flights.pop(key, future) is not future:  # an invariant: only its leader removes a key
-            raise RuntimeError(f"{key!r} is led by another asker")
+        led_now = self._flights.pop(key, future)
+        if led_now is not future:  # someone else leads it now: leave theirs in place
+            self._flights[key] = led_now
         return future
 
 
@@ -63,47 +72,64 @@ class Flights(Generic[K]):
     def __init__(self) -> None:
         self._futures: dict[K, asyncio.Future[Any]] = {}
 
-    async def fetch(self, wanted: Mapping[K, Any], send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]]
-                    ) -> dict[K, Any]:
+    async def fetch(self, wanted: Mapping[K, Any], send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]],
+                    *, again: bool = False) -> dict[K, Any]:
         """The answers to ``wanted`` (distinct key -> request).
 
         Keys nobody has in flight go to ``send(requests, lead)``, which calls
         ``lead.answer`` as each answer arrives (or ``lead.fail`` for keys whose
         call failed) before it returns or raises. The other keys' answers come
-        from whoever sends them, marked ``cached=True``; if that asker was
-        cancelled, or stopped before sending the key, it is sent here.
+        from whoever sends them, marked ``cached=True``, or their error; a key
+        whose sender gave up (cancelled, or stopped before sending it) is asked
+        for again at once. An error is raised once our own sends have settled.
         """
+        loop = asyncio.get_running_loop()
+        futures = self._futures
+        ours: dict[K, asyncio.Future[Any]] = {}
+        theirs: dict[K, asyncio.Future[Any]] = {}
+        for key in wanted:
+            future = futures.get(key)
+            if future is None:
+                ours[key] = futures[key] = loop.create_future()
+            else:
+                theirs[key] = future
         answers: dict[K, Any] = {}
-        pending = wanted
-        while pending:  # more than one pass only when a key we waited for was abandoned
-            loop = asyncio.get_running_loop()
-            futures = self._futures
-            ours: dict[K, asyncio.Future[Any]] = {}
-            theirs: dict[K, asyncio.Future[Any]] = {}
-            for key in pending:
-                future = futures.get(key)
-                if future is None:
-                    ours[key] = futures[key] = loop.create_future()
-                else:
-                    theirs[key] = future
-            if ours:
-                lead = Lead(futures, ours, answers)
-                try:
-                    await send(pending if not theirs else {key: pending[key] for key in ours}, lead)
-                finally:
-                    unanswered = lead.abandon()
-                if unanswered:  # a sender that returns must settle every key; sending again would loop
-                    raise RuntimeError(f"{len(unanswered)} requests were sent without an answer or an error")
-            again = []
-            for key, future in theirs.items():
-                try:
-                    answers[key] = replace(await asyncio.shield(future), cached=True)
-                except asyncio.CancelledError:
-                    if not future.cancelled():
-                        raise  # we were cancelled ourselves
-                    again.append(key)
-            pending = {key: pending[key] for key in again}
+        lead = Lead(futures, ours, answers, again=again)
+        if not theirs:  # the usual case: nobody else is asking for any of these
+            await self._lead(wanted, lead, send)
+            return answers
+        steps = [self._follow(key, future, wanted[key], send, answers, lead) for key, future in theirs.items()]
+        if ours:
+            steps.insert(0, self._lead({key: wanted[key] for key in ours}, lead, send))
+        # Not gather_or_cancel: a waiter's error must not cancel our requests on the wire (paid, not yet stored).
+        for outcome in await asyncio.gather(*steps, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         return answers
+
+    @staticmethod
+    async def _lead(requests: Mapping[K, Any], lead: Lead[K],
+                    send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]]) -> None:
+        try:
+            await send(requests, lead)
+        finally:
+            unanswered = lead.abandon()
+        if unanswered and not lead.failed_elsewhere:  # a sender must settle every key; asking again would loop
+            raise RuntimeError(f"{len(unanswered)} requests were sent without an answer or an error")
+
+    async def _follow(self, key: K, future: asyncio.Future[Any], request: Any,
+                      send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]], answers: dict[K, Any],
+                      lead: Lead[K]) -> None:
+        # asyncio.wait, not shield: it raises only if we are cancelled ourselves, never for the sender's cancellation.
+        await asyncio.wait((future,))
+        try:
+            if future.cancelled():  # its sender gave up: lead it ourselves, or follow whoever leads it now
+                answers[key] = (await self.fetch({key: request}, send, again=True))[key]
+            else:
+                answers[key] = replace(future.result(), cached=True)
+        except Exception:
+            lead.failed_elsewhere = True
+            raise
 
 
 class DedupingBackend(Backend):

@@ -128,6 +128,45 @@ def test_waiters_send_it_themselves_when_the_first_asker_is_cancelled(merging: C
     assert inner.sent == ["a", "a"]
 
 
+def test_a_waiter_asks_again_as_soon_as_its_sender_gives_up(merging: Callable[[Backend], Backend]) -> None:
+    # The waiter also waits on a slow request of its own; it must not wait for that before re-asking "a".
+    inner = Recorder(delay=0.2)
+    backend = merging(inner)
+
+    async def scenario() -> tuple[list[Completion], float]:
+        first = asyncio.ensure_future(backend.agenerate([ask("a")]))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(backend.agenerate([ask("slow"), ask("a")]))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        answers = await second
+        return answers, inner.starts[-1] - inner.starts[0]
+
+    answers, last_start = run(scenario())
+    assert [(c.text, c.cached) for c in answers] == [("re: slow", False), ("re: a", False)]
+    assert sorted(inner.sent) == ["a", "a", "slow"]
+    assert last_start < 0.1  # "a" was sent again at once, not after "slow" came back (0.2 s)
+
+
+def test_a_waiter_cancelled_with_its_sender_stays_cancelled(merging: Callable[[Backend], Backend]) -> None:
+    # Both cancelled together (their gather failed, a timeout): the waiter must not send it again.
+    inner = Recorder(delay=0.1)
+    backend = merging(inner)
+
+    async def scenario() -> list[bool]:
+        first = asyncio.ensure_future(backend.agenerate([ask("a")]))
+        second = asyncio.ensure_future(backend.agenerate([ask("a")]))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        second.cancel()
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+        await asyncio.sleep(0.2)  # time for a wrongly re-sent request to show
+        return [isinstance(o, asyncio.CancelledError) for o in outcomes]
+
+    assert run(scenario()) == [True, True]
+    assert inner.sent == ["a"]
+
+
 class FailsOn(Recorder):
     """A serial Recorder whose call fails when it carries ``bad``."""
 
@@ -158,6 +197,23 @@ def test_the_cache_merges_a_miss_still_waiting_for_its_turn(tmp_path: Path) -> N
         second, first = run(both())
     assert inner.sent == ["a", "b"]
     assert [c.cached for c in first] == [False, False] and [c.cached for c in second] == [True]
+
+
+def test_a_batch_whose_awaited_request_failed_starts_no_new_request(tmp_path: Path) -> None:
+    # The second batch waits on "x", which fails; it is going to fail too, so it must not pay for k0..k4.
+    inner = FailsOn("x")
+    with contextlib.closing(ResponseCache(tmp_path / "c.sqlite")) as cache:
+        backend = CachedBackend(inner, cache)
+
+        async def both() -> list[Any]:
+            first = asyncio.ensure_future(backend.agenerate([ask("x")]))
+            await asyncio.sleep(0.01)
+            second = backend.agenerate([ask("x")] + [ask(f"k{i}") for i in range(5)])
+            return list(await asyncio.gather(first, second, return_exceptions=True))
+
+        errors = run(both())
+    assert all(isinstance(e, BackendError) and "x refused" in str(e) for e in errors)
+    assert inner.sent[0] == "x" and len(inner.sent) <= 2  # at most the one request already waiting for its turn
 
 
 def test_a_waiter_sends_a_miss_its_leader_never_sent(tmp_path: Path) -> None:
