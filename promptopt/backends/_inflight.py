@@ -25,20 +25,37 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T", Completion, LogProb)
 
 
+class _Batch:
+    """Shared by one fetch and the re-asks it makes: whether a request it sent or waits on has failed."""
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def note(self, future: asyncio.Future[Any]) -> None:
+        # A done callback: it runs before a send slot the failed sender frees wakes the next sender.
+        if not future.cancelled() and future.exception() is not None:
+            self.failed = True
+
+
 class Lead(Generic[K]):
     """The keys one asker sends for everyone: it hands each key's answer, or error, to whoever waits.
 
     ``again`` is True when these keys were sent before by an asker who gave up
-    (their answer may have been stored since). ``failed_elsewhere`` turns True
-    when a key the same batch waits on failed: the batch will fail, so a sender
-    should start nothing new.
+    (their answer may have been stored since). ``batch_failed`` turns True once
+    a request the same batch sent or waits on has failed: the batch will fail,
+    so a sender should start nothing new.
     """
 
     def __init__(self, flights: dict[K, asyncio.Future[Any]], ours: dict[K, asyncio.Future[Any]],
-                 answers: dict[K, Any], *, again: bool) -> None:
+                 answers: dict[K, Any], *, again: bool, batch: _Batch) -> None:
         self._flights, self._ours, self._answers = flights, ours, answers
-        self.again = again
-        self.failed_elsewhere = False
+        self.again, self._batch = again, batch
+
+    @property
+    def batch_failed(self) -> bool:
+        return self._batch.failed
 
     def answer(self, key: K, value: Any) -> None:
         self._answers[key] = value
@@ -73,7 +90,7 @@ class Flights(Generic[K]):
         self._futures: dict[K, asyncio.Future[Any]] = {}
 
     async def fetch(self, wanted: Mapping[K, Any], send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]],
-                    *, again: bool = False) -> dict[K, Any]:
+                    *, again: bool = False, batch: _Batch | None = None) -> dict[K, Any]:
         """The answers to ``wanted`` (distinct key -> request).
 
         Keys nobody has in flight go to ``send(requests, lead)``, which calls
@@ -81,7 +98,8 @@ class Flights(Generic[K]):
         call failed) before it returns or raises. The other keys' answers come
         from whoever sends them, marked ``cached=True``, or their error; a key
         whose sender gave up (cancelled, or stopped before sending it) is asked
-        for again at once. An error is raised once our own sends have settled.
+        for again at once. Our own call's error is raised at once; another's
+        once the requests we have on the wire are back and stored.
         """
         loop = asyncio.get_running_loop()
         futures = self._futures
@@ -94,42 +112,54 @@ class Flights(Generic[K]):
             else:
                 theirs[key] = future
         answers: dict[K, Any] = {}
-        lead = Lead(futures, ours, answers, again=again)
+        batch = batch or _Batch()
+        lead = Lead(futures, ours, answers, again=again, batch=batch)
         if not theirs:  # the usual case: nobody else is asking for any of these
-            await self._lead(wanted, lead, send)
+            await self._lead(wanted, lead, send, batch)
             return answers
-        steps = [self._follow(key, future, wanted[key], send, answers, lead) for key, future in theirs.items()]
-        if ours:
-            steps.insert(0, self._lead({key: wanted[key] for key in ours}, lead, send))
-        # Not gather_or_cancel: a waiter's error must not cancel our requests on the wire (paid, not yet stored).
-        for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        follows = [asyncio.ensure_future(self._follow(key, future, wanted[key], send, answers, batch))
+                   for key, future in theirs.items()]
+        try:
+            if ours:  # our own failure is raised at once; a followed key's failure lets our sends on the wire finish
+                await self._lead({key: wanted[key] for key in ours}, lead, send, batch)
+            outcomes = await asyncio.gather(*follows, return_exceptions=True)
+        finally:
+            for follow in follows:
+                follow.cancel()  # a sender followed goes on for its other askers; a re-ask stops, its waiters ask again
+            await asyncio.gather(*follows, return_exceptions=True)  # settled, exceptions retrieved
+        for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         return answers
 
     @staticmethod
     async def _lead(requests: Mapping[K, Any], lead: Lead[K],
-                    send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]]) -> None:
+                    send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]], batch: _Batch) -> None:
         try:
             await send(requests, lead)
+        except Exception:
+            batch.failed = True
+            raise
         finally:
             unanswered = lead.abandon()
-        if unanswered and not lead.failed_elsewhere:  # a sender must settle every key; asking again would loop
+        if unanswered and not batch.failed:  # a sender must settle every key; asking again would loop
             raise RuntimeError(f"{len(unanswered)} requests were sent without an answer or an error")
 
     async def _follow(self, key: K, future: asyncio.Future[Any], request: Any,
                       send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]], answers: dict[K, Any],
-                      lead: Lead[K]) -> None:
+                      batch: _Batch) -> None:
+        future.add_done_callback(batch.note)
         # asyncio.wait, not shield: it raises only if we are cancelled ourselves, never for the sender's cancellation.
         await asyncio.wait((future,))
-        try:
-            if future.cancelled():  # its sender gave up: lead it ourselves, or follow whoever leads it now
-                answers[key] = (await self.fetch({key: request}, send, again=True))[key]
-            else:
-                answers[key] = replace(future.result(), cached=True)
-        except Exception:
-            lead.failed_elsewhere = True
-            raise
+        if not future.cancelled():
+            answers[key] = replace(future.result(), cached=True)  # or the sender's error
+        elif not batch.failed:  # its sender gave up: lead it ourselves, or follow whoever leads it now
+            try:
+                answers[key] = (await self.fetch({key: request}, send, again=True, batch=batch))[key]
+            except Exception:
+                batch.failed = True
+                raise
+        # else: the batch fails with an error one of its steps raised; asking again would pay for nothing
 
 
 class DedupingBackend(Backend):
