@@ -11,6 +11,7 @@ BENCHMARKS = {
     "backends": "bench.backends",  # requests/s of evaluate vs a bare client; in-process vs server
     "throughput": "bench.backends",  # the same benchmark, under the name the peer comparison uses
     "quality": "bench.quality",  # promptopt vs DSPy optimizers on the same server and budget
+    "quality-summary": "bench.quality_summary",  # the README's quality tables, from the grid's rows
     "overhead": "bench.overhead",  # engine microseconds per evaluation vs DSPy Evaluate
     "replay": "bench.replay",  # cached rerun and kill -9 + resume vs an uninterrupted run
 }
