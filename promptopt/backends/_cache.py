@@ -301,7 +301,7 @@ class CachedBackend(Backend):
         async def worker(todo: Iterator[list[tuple[str, Any]]]) -> None:
             for group in todo:  # shared by the workers: each group is taken once
                 async with slots:
-                    if failures or lead.batch_failed:
+                    if failures or lead.batch.failed:
                         return
                     try:
                         answers = await send([req for _, req in group])

@@ -43,7 +43,7 @@ class Lead(Generic[K]):
     """The keys one asker sends for everyone: it hands each key's answer, or error, to whoever waits.
 
     ``again`` is True when these keys were sent before by an asker who gave up
-    (their answer may have been stored since). ``batch_failed`` turns True once
+    (their answer may have been stored since). ``batch.failed`` turns True once
     a request the same batch sent or waits on has failed: the batch will fail,
     so a sender should start nothing new.
     """
@@ -51,11 +51,7 @@ class Lead(Generic[K]):
     def __init__(self, flights: dict[K, asyncio.Future[Any]], ours: dict[K, asyncio.Future[Any]],
                  answers: dict[K, Any], *, again: bool, batch: _Batch) -> None:
         self._flights, self._ours, self._answers = flights, ours, answers
-        self.again, self._batch = again, batch
-
-    @property
-    def batch_failed(self) -> bool:
-        return self._batch.failed
+        self.again, self.batch = again, batch
 
     def answer(self, key: K, value: Any) -> None:
         self._answers[key] = value
@@ -115,13 +111,13 @@ class Flights(Generic[K]):
         batch = batch or _Batch()
         lead = Lead(futures, ours, answers, again=again, batch=batch)
         if not theirs:  # the usual case: nobody else is asking for any of these
-            await self._lead(wanted, lead, send, batch)
+            await self._lead(wanted, lead, send)
             return answers
         follows = [asyncio.ensure_future(self._follow(key, future, wanted[key], send, answers, batch))
                    for key, future in theirs.items()]
         try:
             if ours:  # our own failure is raised at once; a followed key's failure lets our sends on the wire finish
-                await self._lead({key: wanted[key] for key in ours}, lead, send, batch)
+                await self._lead({key: wanted[key] for key in ours}, lead, send)
             outcomes = await asyncio.gather(*follows, return_exceptions=True)
         finally:
             for follow in follows:
@@ -134,15 +130,15 @@ class Flights(Generic[K]):
 
     @staticmethod
     async def _lead(requests: Mapping[K, Any], lead: Lead[K],
-                    send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]], batch: _Batch) -> None:
+                    send: Callable[[Mapping[K, Any], Lead[K]], Awaitable[None]]) -> None:
         try:
             await send(requests, lead)
         except Exception:
-            batch.failed = True
+            lead.batch.failed = True
             raise
         finally:
             unanswered = lead.abandon()
-        if unanswered and not batch.failed:  # a sender must settle every key; asking again would loop
+        if unanswered and not lead.batch.failed:  # a sender must settle every key; asking again would loop
             raise RuntimeError(f"{len(unanswered)} requests were sent without an answer or an error")
 
     async def _follow(self, key: K, future: asyncio.Future[Any], request: Any,

@@ -149,16 +149,17 @@ def test_a_waiter_asks_again_as_soon_as_its_sender_gives_up(merging: Callable[[B
 
 
 class Scripted(Recorder):
-    """Answers each text after its own delay; ``bad`` texts fail."""
+    """Answers each text after its own delay (0.05 s unless given); a call carrying ``bad`` fails."""
 
-    def __init__(self, delays: dict[str, float], bad: str) -> None:
+    def __init__(self, delays: dict[str, float], bad: str, max_concurrency: int = 64) -> None:
         super().__init__()
         self.delays, self.bad = delays, bad
+        self.capabilities = Capabilities(max_concurrency=max_concurrency)
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
         texts = [str(r.messages[-1].content) for r in requests]
         self.sent.extend(texts)
-        await asyncio.sleep(max(self.delays[t] for t in texts))
+        await asyncio.sleep(max(self.delays.get(t, 0.05) for t in texts))
         if self.bad in texts:
             raise BackendError(f"{self.bad} refused", retryable=False)
         return [Completion(text=f"re: {t}") for t in texts]
@@ -204,20 +205,6 @@ def test_a_waiter_cancelled_with_its_sender_stays_cancelled(merging: Callable[[B
     assert inner.sent == ["a"]
 
 
-class FailsOn(Recorder):
-    """A serial Recorder whose call fails when it carries ``bad``."""
-
-    def __init__(self, bad: str) -> None:
-        super().__init__(delay=0.05, fail=None)
-        self.capabilities = Capabilities(max_concurrency=1)
-        self.bad = bad
-
-    async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
-        self.fail = BackendError(f"{self.bad} refused", retryable=False) if any(
-            r.messages[-1].content == self.bad for r in requests) else None
-        return await super().agenerate(requests)
-
-
 def test_the_cache_merges_a_miss_still_waiting_for_its_turn(tmp_path: Path) -> None:
     # The cache covers a miss from the moment it misses, not only while it is on the wire:
     # "b" waits behind "a" on a serial backend when the second batch asks for it.
@@ -238,7 +225,7 @@ def test_the_cache_merges_a_miss_still_waiting_for_its_turn(tmp_path: Path) -> N
 
 def test_a_batch_whose_awaited_request_failed_starts_no_new_request(tmp_path: Path) -> None:
     # The second batch waits on "x", which fails; it is going to fail too, so it must not pay for k0..k4.
-    inner = FailsOn("x")
+    inner = Scripted({}, bad="x", max_concurrency=1)  # serial
     with contextlib.closing(ResponseCache(tmp_path / "c.sqlite")) as cache:
         backend = CachedBackend(inner, cache)
 
@@ -255,7 +242,7 @@ def test_a_batch_whose_awaited_request_failed_starts_no_new_request(tmp_path: Pa
 
 def test_a_waiter_sends_a_miss_its_leader_never_sent(tmp_path: Path) -> None:
     # The leader stops sending after "x" fails; the waiter on "y" gets "y"'s answer, not "x"'s error.
-    inner = FailsOn("x")
+    inner = Scripted({}, bad="x", max_concurrency=1)  # serial
     with contextlib.closing(ResponseCache(tmp_path / "c.sqlite")) as cache:
         backend = CachedBackend(inner, cache)
 
