@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from promptopt.backends._base import Backend
+from promptopt.backends._base import Backend, WrappingBackend
 from promptopt.exceptions import BudgetExhausted, ConfigError
 from promptopt.types import Completion, LogProb, Request, Role, ScoreRequest
 
@@ -32,17 +32,21 @@ class Budget:
             reply, one per scored continuation).
         optimizer_calls: calls to the optimizer model (proposals, critiques).
         tokens: prompt + completion tokens over both roles.
+        target_tokens: prompt + completion tokens of the target model alone (a
+            scored continuation counts its prompt and its own tokens), so that
+            choice, generate and loss-based runs can be held to the same model work.
         usd: dollars over both roles (backends that report a price).
         seconds: wall time of the search.
 
     Example:
         >>> Budget(target_calls=400)
-        Budget(target_calls=400, optimizer_calls=None, tokens=None, usd=None, seconds=None)
+        Budget(target_calls=400, optimizer_calls=None, tokens=None, target_tokens=None, usd=None, seconds=None)
     """
 
     target_calls: int | None = None
     optimizer_calls: int | None = None
     tokens: int | None = None
+    target_tokens: int | None = None
     usd: float | None = None
     seconds: float | None = None
 
@@ -138,6 +142,9 @@ class Meter:
                                   f"{n_calls} more", cap=f"{role}_calls")
         if b.tokens is not None and self.usage.tokens >= b.tokens:
             raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)", cap="tokens")
+        if role == "target" and b.target_tokens is not None and used.tokens >= b.target_tokens:
+            raise BudgetExhausted(f"target token cap {b.target_tokens} reached ({used.tokens} used)",
+                                  cap="target_tokens")
         if b.usd is not None and self.usage.usd >= b.usd:
             raise BudgetExhausted(f"dollar cap {b.usd} reached", cap="usd")
         if b.seconds is not None and self.elapsed() >= b.seconds:
@@ -164,7 +171,7 @@ class Meter:
             self.listener()
 
 
-class MeteredBackend(Backend):
+class MeteredBackend(WrappingBackend):
     """Wraps a backend: reserves budget for each batch, then counts what came back.
 
     A batch mixing roles is reserved per role. Requests are never split: a batch
@@ -172,12 +179,8 @@ class MeteredBackend(Backend):
     """
 
     def __init__(self, inner: Backend, meter: Meter) -> None:
-        self.inner, self.meter = inner, meter
-        self.name, self.model = inner.name, inner.model
-        self.capabilities = inner.capabilities
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
+        super().__init__(inner)
+        self.meter = meter
 
     def _reserve(self, roles: Sequence[Role]) -> None:
         counts = {role: sum(1 for r in roles if r == role) for role in ("target", "optimizer")}
@@ -201,6 +204,3 @@ class MeteredBackend(Backend):
             self.meter.add(req.role, cached=lp.cached, prompt_tokens=lp.prompt_tokens,
                            completion_tokens=0)
         return out
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -10,21 +10,46 @@ place, and a strategy never counts its own calls.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from promptopt._loop import LoopThread
-from promptopt.backends._base import Backend
-from promptopt.evaluator import EvalResult, Evaluator
+from promptopt.backends._base import Backend, missing_tokenizer
+from promptopt.evaluator import EvalResult, Evaluator, LossResult
 from promptopt.exceptions import BudgetExhausted
-from promptopt.history import History
+from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
-from promptopt.types import Example, Message, Request, ScoreRequest
+from promptopt.tokenizer import Tokenizer
+from promptopt.types import Example, Message, Request
 
-__all__ = ["Context"]
+__all__ = ["Context", "FrontEntry", "Selection"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FrontEntry:
+    """One candidate of a strategy's Pareto front with its objective values (e.g. accuracy, tokens)."""
+
+    prompt: Prompt
+    objectives: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt_id": self.prompt.id, "prompt": self.prompt.to_dict(), "objectives": dict(self.objectives)}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How the Run picks the final prompt among candidates scored on all of dev.
+
+    ``pick`` gets them in the order they appeared (the seed first) and returns one.
+    """
+
+    rule: str
+    pick: Callable[[Sequence[Candidate]], Candidate]
 
 
 class Context:
@@ -55,6 +80,20 @@ class Context:
         self._evaluator, self._optimizer, self._loop = evaluator, optimizer, loop
         self._history, self._emit = history, emit
         self.optimizer_cap_hit: str | None = None
+        #: seconds spent waiting for model calls and the tokenizer (the rest of a strategy's time is its own)
+        self.waiting_seconds = 0.0
+        #: set by :meth:`set_front`, :meth:`select_final_by`; read by the Run
+        self.front: tuple[FrontEntry, ...] = ()
+        self.selection: Selection | None = None
+        self._tokenizer: Tokenizer | None = None
+
+    def _wait(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run ``call`` on the event loop, counting the time as waiting, not strategy compute."""
+        started = time.perf_counter()
+        try:
+            return self._loop.run(call)
+        finally:
+            self.waiting_seconds += time.perf_counter() - started
 
     # -- target model -----------------------------------------------------------------------
     def evaluate(self, prompts: Sequence[Prompt], examples: Sequence[Example] | None = None) -> list[EvalResult]:
@@ -66,7 +105,7 @@ class Context:
         known = self._evaluator.known
         fresh = {p.id for p in prompts if any(known(p, ex) is None for ex in examples)}
         try:
-            results = self._loop.run(self._evaluator.aevaluate(prompts, examples))
+            results = self._wait(self._evaluator.aevaluate(prompts, examples))
         except BudgetExhausted:
             self._record_known(prompts, examples)  # keep what finished before the cap
             raise
@@ -83,15 +122,49 @@ class Context:
 
     def _log_evaluation(self, res: EvalResult, examples: Sequence[Example]) -> None:
         self._history.add_dev_scores(res.prompt, {e.example_id: e.score for e in res.examples})
-        self._emit({"type": "evaluation", "prompt_id": res.prompt.id, "n": len(res.examples),
-                    "mean": res.mean, "dev": all(ex.id in self._history.dev_ids for ex in examples)})
+        event = {"type": "evaluation", "prompt_id": res.prompt.id, "n": len(res.examples),
+                 "mean": res.mean, "dev": all(ex.id in self._history.dev_ids for ex in examples)}
+        if res.mean_margin is not None:
+            event["margin"] = res.mean_margin
+        self._emit(event)
 
-    def loss(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[list[float]]:
-        """Negative log-probability of each example's gold text under each prompt (needs ``score``)."""
-        requests = [ScoreRequest(self.task.render(p, ex), self.task.gold_text(ex)) for p in prompts for ex in examples]
-        logprobs = self._loop.run(self._evaluator.backend.ascore(requests))
-        n = len(examples)
-        return [[-lp.logprob for lp in logprobs[i * n:(i + 1) * n]] for i in range(len(prompts))]
+    def loss(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[LossResult]:
+        """The gold continuation's loss for each prompt on each example (needs ``score``).
+
+        Each :class:`~promptopt.evaluator.ExampleLoss` is the mean per-token
+        cross-entropy of :meth:`Task.gold_text` after the rendered prompt, in nats,
+        with its token count. Memoized, cached, metered and budgeted like
+        :meth:`evaluate`: one scored continuation is one target call.
+        """
+        known = self._evaluator.known_loss
+        fresh = {p.id for p in prompts if any(known(p, ex) is None for ex in examples)}
+        try:
+            results = self._wait(self._evaluator.aloss(prompts, examples))
+        except BudgetExhausted:
+            for prompt in {p.id: p for p in prompts if p.id in fresh}.values():
+                losses = [known(prompt, ex) for ex in examples]
+                if all(x is not None for x in losses):  # finished before the cap
+                    self._log_loss(LossResult(prompt, tuple(x for x in losses if x is not None)))
+            raise
+        for res in {r.prompt.id: r for r in results}.values():
+            if res.prompt.id in fresh:
+                self._log_loss(res)
+        return results
+
+    def _log_loss(self, res: LossResult) -> None:
+        self._emit({"type": "loss", "prompt_id": res.prompt.id, "n": len(res.examples), "mean": res.mean,
+                    "tokens": sum(e.n_tokens for e in res.examples)})
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The target model's tokenizer (raises CapabilityError if the backend has none;
+        a strategy that needs it declares ``needs_tokenizer`` so the Run checks first)."""
+        if self._tokenizer is None:
+            backend = self._evaluator.backend
+            if not backend.capabilities.tokenize:
+                raise missing_tokenizer(backend.model_string)
+            self._tokenizer = Tokenizer(backend, self._loop)
+        return self._tokenizer
 
     # -- optimizer model --------------------------------------------------------------------
     def propose(self, prompt: str, *, n: int = 1, temperature: float = 0.7, max_tokens: int = 512,
@@ -102,7 +175,7 @@ class Context:
         requests = [Request(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + i,
                             sample_index=i, role="optimizer") for i in range(n)]
         try:
-            replies = self._loop.run(self._optimizer.agenerate(requests))
+            replies = self._wait(self._optimizer.agenerate(requests))
         except BudgetExhausted as exc:
             if exc.cap == "optimizer_calls":
                 self.optimizer_cap_hit = str(exc)
@@ -132,6 +205,17 @@ class Context:
             self._emit({"type": "candidate", "prompt_id": cand.id, "parents": list(cand.parents),
                         "operator": operator, "prompt": candidate.to_dict()})
         return new
+
+    def set_front(self, front: Sequence[FrontEntry]) -> None:
+        """Hand the Run a Pareto front (each candidate with its objective values) for the Result."""
+        self.front = tuple(front)
+        self._emit({"type": "front", "entries": [{"prompt_id": e.prompt.id, "objectives": dict(e.objectives)}
+                                                 for e in self.front]})
+
+    def select_final_by(self, rule: str, pick: Callable[[Sequence[Candidate]], Candidate]) -> None:
+        """Declare how the final prompt is picked among fully scored candidates (default: best dev
+        mean, ties to the seed); ``rule`` names it in the Result."""
+        self.selection = Selection(rule, pick)
 
     def skip(self, operator: str, reason: str, raw: str) -> None:
         """Log optimizer output that could not be used (never a crash)."""

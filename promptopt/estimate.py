@@ -90,6 +90,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     with Session(model, optimizer_model, budget=Budget(), cache_path=None, model_options=model_options,
                  optimizer_options=optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, answer_mode)
+        strat.check_backend(session.target)  # a missing capability is found by a dry run too
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
     budget = default_budget(mode) if budget is None else budget

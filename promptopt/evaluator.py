@@ -7,6 +7,11 @@ Two answer modes:
   scored with the backend's ``score`` (summed log-probability of its tokens) and
   the most likely option is the answer. Needs a backend that can score.
 
+Results keep the numbers behind the verdict: every option's log-probability and
+token count in choice mode (and the margin of the gold option over the best
+wrong one), the reply's token count in generate mode. :meth:`Evaluator.aloss`
+gives the gold continuation's mean per-token cross-entropy, for loss-based search.
+
 Every (prompt, example) pair is evaluated at most once per Evaluator: repeated
 requests within a run are answered from memory and cost nothing.
 """
@@ -14,7 +19,7 @@ requests within a run are answered from memory and cost nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +29,8 @@ from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
 from promptopt.types import Example, Request, ScoreRequest
 
-__all__ = ["AnswerMode", "EvalResult", "Evaluator", "ExampleResult", "check_answer_mode", "resolve_answer_mode"]
+__all__ = ["AnswerMode", "EvalResult", "Evaluator", "ExampleLoss", "ExampleResult", "LossResult", "check_answer_mode",
+           "resolve_answer_mode"]
 
 AnswerMode = Literal["generate", "choice"]
 
@@ -33,13 +39,24 @@ AnswerMode = Literal["generate", "choice"]
 class ExampleResult:
     """One prompt on one example: what the model said, the parsed answer, the score,
     and the metric's textual verdict (``feedback``, e.g. "expected 42, got 41") for
-    reflective strategies."""
+    reflective strategies.
+
+    The numbers behind it: in choice mode ``logprobs`` and ``label_tokens`` hold each
+    option's summed log-probability and token count, in the task's option order, and
+    ``margin`` the best gold option's log-probability minus the best wrong option's
+    (positive when the answer is right; None where an example has no wrong or no gold
+    option). In generate mode ``completion_tokens`` is the reply's length.
+    """
 
     example_id: str
     output: str
     answer: str | None
     score: float
     feedback: str = ""
+    logprobs: tuple[float, ...] = ()
+    label_tokens: tuple[int, ...] = ()
+    margin: float | None = None
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,43 @@ class EvalResult:
     @property
     def errors(self) -> tuple[ExampleResult, ...]:
         return tuple(e for e in self.examples if e.score < 1.0)
+
+    @property
+    def mean_margin(self) -> float | None:
+        """Mean gold-minus-best-wrong log-probability over the examples that have one (choice mode)."""
+        margins = [e.margin for e in self.examples if e.margin is not None]
+        return sum(margins) / len(margins) if margins else None
+
+
+@dataclass(frozen=True)
+class ExampleLoss:
+    """The gold continuation's cross-entropy under one prompt: ``loss`` is the mean over
+    its ``n_tokens`` tokens of -log P(token | prompt, earlier tokens), in nats."""
+
+    example_id: str
+    loss: float
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """One prompt's gold-continuation losses on a set of examples."""
+
+    prompt: Prompt
+    examples: tuple[ExampleLoss, ...]
+
+    @property
+    def mean(self) -> float:
+        """Mean of the per-example losses (each example weighs the same, whatever its length)."""
+        return sum(e.loss for e in self.examples) / len(self.examples) if self.examples else 0.0
+
+
+def _missing_pairs(prompts: Sequence[Prompt], examples: Sequence[Example],
+                   memo: Mapping[tuple[str, str], object]) -> list[list[tuple[Prompt, Example]]]:
+    """Per distinct prompt, the (prompt, example) pairs not yet in ``memo``; prompts with none left out."""
+    unique = list({p.id: p for p in prompts}.values())
+    chunks = ([(p, ex) for ex in examples if (p.id, ex.id) not in memo] for p in unique)
+    return [c for c in chunks if c]
 
 
 def _has_labels(task: Task) -> bool:
@@ -91,6 +145,7 @@ class Evaluator:
     def __init__(self, task: Task, backend: Backend, mode: AnswerMode) -> None:
         self.task, self.backend, self.mode = task, backend, mode
         self._memo: dict[tuple[str, str], ExampleResult] = {}
+        self._loss_memo: dict[tuple[str, str], ExampleLoss] = {}
 
     async def aevaluate(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[EvalResult]:
         """Evaluate every prompt on every example.
@@ -101,22 +156,46 @@ class Evaluator:
         prompt across labels). If the budget refuses a batch, the ones that fit
         are still completed and remembered before :class:`BudgetExhausted` is raised.
         """
-        unique = list({p.id: p for p in prompts}.values())
-        chunks = [c for c in ([(p, ex) for ex in examples if (p.id, ex.id) not in self._memo] for p in unique) if c]
+        chunks = _missing_pairs(prompts, examples, self._memo)
+        await self._send(chunks, self._achunk)
+        return [EvalResult(p, tuple(self._memo[(p.id, ex.id)] for ex in examples)) for p in prompts]
+
+    async def _send(self, chunks: list[list[tuple[Prompt, Example]]],
+                    send: Callable[[list[tuple[Prompt, Example]]], Awaitable[None]]) -> None:
+        """All chunks at once on a backend that serves requests concurrently, else one after another."""
         if self.backend.capabilities.max_concurrency <= 1:
             for chunk in chunks:
-                await self._achunk(chunk)
-        else:
-            outcomes = await asyncio.gather(*(self._achunk(c) for c in chunks), return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        return [EvalResult(p, tuple(self._memo[(p.id, ex.id)] for ex in examples)) for p in prompts]
+                await send(chunk)
+            return
+        outcomes = await asyncio.gather(*(send(c) for c in chunks), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _achunk(self, pairs: list[tuple[Prompt, Example]]) -> None:
         results = await (self._agenerate(pairs) if self.mode == "generate" else self._achoose(pairs))
         for (p, ex), res in zip(pairs, results, strict=False):
             self._memo[(p.id, ex.id)] = res
+
+    async def aloss(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[LossResult]:
+        """The gold continuation's loss (:meth:`Task.gold_text`) for every prompt on every example.
+
+        Needs a backend that can score. Memoized like :meth:`aevaluate`; each prompt's
+        missing pairs go out as one batch, so a budget stop keeps whole prompts.
+        """
+        await self._send(_missing_pairs(prompts, examples, self._loss_memo), self._aloss_chunk)
+        return [LossResult(p, tuple(self._loss_memo[(p.id, ex.id)] for ex in examples)) for p in prompts]
+
+    async def _aloss_chunk(self, pairs: list[tuple[Prompt, Example]]) -> None:
+        task = self.task
+        requests = [ScoreRequest(task.render(p, ex), task.gold_text(ex)) for p, ex in pairs]
+        for (p, ex), lp in zip(pairs, await self.backend.ascore(requests), strict=True):
+            loss = -lp.logprob / lp.n_tokens if lp.n_tokens else 0.0
+            self._loss_memo[(p.id, ex.id)] = ExampleLoss(ex.id, loss, lp.n_tokens)
+
+    def known_loss(self, prompt: Prompt, example: Example) -> ExampleLoss | None:
+        """The loss already computed for this pair, if any."""
+        return self._loss_memo.get((prompt.id, example.id))
 
     def calls_for(self, examples: Sequence[Example]) -> int:
         """Target calls one prompt needs on ``examples``: one per example, or one per label in choice mode."""
@@ -136,7 +215,8 @@ class Evaluator:
         out = []
         for (_, ex), c in zip(pairs, completions, strict=False):
             answer = task.parse(c.text)
-            out.append(ExampleResult(ex.id, c.text, answer, task.metric(answer, ex), task.feedback(answer, ex)))
+            out.append(ExampleResult(ex.id, c.text, answer, task.metric(answer, ex), task.feedback(answer, ex),
+                                     completion_tokens=c.completion_tokens))
         return out
 
     async def _achoose(self, pairs: Sequence[tuple[Prompt, Example]]) -> list[ExampleResult]:
@@ -144,12 +224,22 @@ class Evaluator:
         options = [task.choices(ex) or () for _, ex in pairs]
         requests = [ScoreRequest(task.render(p, ex), task.verbalize(label))
                     for (p, ex), labels in zip(pairs, options, strict=False) for label in labels]
-        logprobs = iter(await self.backend.ascore(requests))
+        answers = iter(await self.backend.ascore(requests))
         out = []
         for (_, ex), labels in zip(pairs, options, strict=False):
-            scored = [(next(logprobs).logprob, label) for label in labels]
+            scored = [next(answers) for _ in labels]
+            logprobs = tuple(s.logprob for s in scored)
             # Highest log-probability wins; ties go to the earlier label (stable, deterministic).
-            best = max(scored, key=lambda s: s[0])[1] if scored else None
-            text = " ".join(f"{label}={lp:.3f}" for lp, label in scored)
-            out.append(ExampleResult(ex.id, text, best, task.metric(best, ex), task.feedback(best, ex)))
+            best = labels[max(range(len(labels)), key=logprobs.__getitem__)] if labels else None
+            text = " ".join(f"{label}={lp:.3f}" for lp, label in zip(logprobs, labels, strict=True))
+            out.append(ExampleResult(ex.id, text, best, task.metric(best, ex), task.feedback(best, ex),
+                                     logprobs=logprobs, label_tokens=tuple(s.n_tokens for s in scored),
+                                     margin=_margin(task, ex, labels, logprobs)))
         return out
+
+
+def _margin(task: Task, example: Example, labels: Sequence[str], logprobs: Sequence[float]) -> float | None:
+    """Best gold option's log-probability minus the best wrong option's (gold: the metric gives it 1)."""
+    gold = [lp for label, lp in zip(labels, logprobs, strict=True) if task.metric(label, example) >= 1.0]
+    wrong = [lp for label, lp in zip(labels, logprobs, strict=True) if task.metric(label, example) < 1.0]
+    return max(gold) - max(wrong) if gold and wrong else None

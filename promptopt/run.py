@@ -12,16 +12,16 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
-from promptopt.context import Context
+from promptopt.context import Context, FrontEntry, Selection
 from promptopt.evaluator import Evaluator, resolve_answer_mode
-from promptopt.exceptions import BudgetExhausted, CapabilityError, ConfigError
-from promptopt.history import History
+from promptopt.exceptions import BudgetExhausted, ConfigError, PromptoptError
+from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
@@ -55,6 +55,12 @@ class Result:
         best_test / seed_test: test scores with 95% confidence intervals, each measured once.
         usage: calls and tokens per role, for the search and for the final test evaluation.
         stopped_by: the budget cap that ended the search, or None if it finished.
+        selection: the rule that picked ``best_prompt`` among candidates scored on all of
+            dev (``best-dev-mean`` unless the strategy declared its own).
+        front: the strategy's Pareto front, each candidate with its objective values (if it gave one).
+        strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
+            time minus the time spent waiting for model calls. Like ``usage``, a measurement that
+            a rerun of the same configuration does not repeat exactly.
     """
 
     run_id: str
@@ -74,6 +80,9 @@ class Result:
     usage: dict[str, Any]
     stopped_by: str | None
     n_candidates: int
+    selection: str = "best-dev-mean"
+    front: tuple[FrontEntry, ...] = ()
+    strategy_seconds: float = field(default=0.0, compare=False)
 
     @property
     def test_score(self) -> float:
@@ -83,6 +92,7 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
+        d["front"] = [entry.to_dict() for entry in self.front]
         return d
 
 
@@ -104,6 +114,7 @@ class _Run:
         self.history = History(tuple(ex.id for ex in task.splits.dev))
         self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
         self.started = time.monotonic()
+        self.strategy_seconds = 0.0
         self._last_progress = 0.0
         if on_event is not None:
             session.meter.listener = self._progress
@@ -155,6 +166,7 @@ class _Run:
             self.emit({"type": "finalist_reserve", "candidates": self.finalist_reserve, "calls": meter.held_back})
         stopped_by: str | None = None
         finalists: Sequence[Prompt] = ()
+        started, waited = time.perf_counter(), ctx.waiting_seconds
         try:
             finalists = self.strategy.optimize(ctx)
         except BudgetExhausted as exc:
@@ -162,6 +174,7 @@ class _Run:
             stopped_by = str(exc)
         finally:
             meter.held_back = 0
+            self.strategy_seconds = time.perf_counter() - started - (ctx.waiting_seconds - waited)
         if stopped_by is None and ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
             self.emit({"type": "budget_exhausted", "reason": ctx.optimizer_cap_hit})
             stopped_by = ctx.optimizer_cap_hit
@@ -306,9 +319,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         mode = resolve_answer_mode(task_obj, session.target, answer_mode)
         budget = default_budget(mode) if budget is None else budget
         session.meter.budget = budget
-        if strat.needs_score and not session.target.capabilities.score:
-            raise CapabilityError(f"strategy {strat.name!r} needs log-probabilities, which "
-                                  f"{session.target.model_string} cannot give; use a backend that can score")
+        strat.check_backend(session.target)
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": budget.to_dict(), "finalist_reserve": finalist_reserve, "seed": seed,
@@ -354,7 +365,7 @@ def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
 def _execute(run: _Run, config: dict[str, Any]) -> Result:
     ctx = run.context()
     stopped_by = run.search(ctx)
-    best_cand = run.history.best()
+    best_cand = _pick_final(run.history, ctx.selection)
     seed_prompt = run.task.seed_prompt
     best = best_cand.prompt if best_cand else seed_prompt
     seed_dev = run.history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in run.history.candidates else 0.0
@@ -368,11 +379,24 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         seed=config["seed"], seed_prompt=seed_prompt, best_prompt=best, seed_dev=seed_dev,
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
-        n_candidates=len(run.history.candidates))
+        n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
+        front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
     run.emit({"type": "result", "best_prompt_id": best.id, "best_test": best_test.mean})
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result
+
+
+def _pick_final(history: History, selection: Selection | None) -> Candidate | None:
+    """The strategy's own rule among fully scored candidates, else the best dev mean (ties to the seed)."""
+    full = history.fully_scored()
+    if selection is None or not full:
+        return history.best()
+    chosen = selection.pick(full)
+    if chosen.id not in {c.id for c in full}:
+        raise PromptoptError(f"the selection rule {selection.rule!r} picked a candidate not scored on all of dev "
+                             "(a defect of the strategy that declared it)")
+    return chosen
 
 
 def _prompt_text(prompt: Prompt) -> str:

@@ -10,7 +10,11 @@ from typing import Any
 from promptopt.exceptions import CapabilityError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
-__all__ = ["Backend", "Capabilities", "check_endpoint_limits"]
+__all__ = ["TOKENIZING_BACKENDS", "Backend", "Capabilities", "WrappingBackend", "check_endpoint_limits",
+           "missing_tokenizer"]
+
+#: the built-in backends that can tokenize (named in the error of one that cannot)
+TOKENIZING_BACKENDS = "llamacpp:<model>, vllm:<model>, or openai:<model> pointed at a vLLM server (tokenizer='vllm')"
 
 
 def check_endpoint_limits(owner: str, max_concurrency: object, timeout: object) -> None:
@@ -21,6 +25,11 @@ def check_endpoint_limits(owner: str, max_concurrency: object, timeout: object) 
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ConfigError(f"the `timeout` parameter of {owner} must be a number > 0; got {timeout!r} "
                           "(e.g. --timeout 60)")
+
+
+def missing_tokenizer(model_string: str) -> CapabilityError:
+    """The error for a backend asked for a tokenizer it does not have."""
+    return CapabilityError(f"backend {model_string} cannot tokenize; use a backend that can: {TOKENIZING_BACKENDS}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,9 @@ class Capabilities:
         batches: an engine that serves a whole batch in one call (vLLM): the
             layers above hand it up to ``max_concurrency`` requests at once
             instead of one request per call.
+        tokenize: exposes the model's tokenizer (:meth:`Backend.atokenize`,
+            :meth:`~Backend.adetokenize`, :meth:`~Backend.avocabulary`), for
+            strategies that edit or count prompts in the model's own tokens.
     """
 
     chat: bool = True
@@ -43,6 +55,7 @@ class Capabilities:
     max_concurrency: int = 1
     seeds: bool = True
     batches: bool = False
+    tokenize: bool = False
 
 
 class Backend(ABC):
@@ -73,6 +86,21 @@ class Backend(ABC):
             f"backend {self.name!r} (model {self.model!r}) cannot score log-probabilities; "
             "use --answer-mode generate, or a backend that can score (e.g. llamacpp:smollm2)")
 
+    # -- the tokenizer (capability ``tokenize``): free, not metered, never cached on disk ------
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text as the model's token ids, as the model would read it inside a prompt
+        (no BOS token added, special-token text left as plain text)."""
+        raise missing_tokenizer(self.model_string)
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Each id sequence back to text."""
+        raise missing_tokenizer(self.model_string)
+
+    async def avocabulary(self) -> list[str]:
+        """Every token id's text, indexed by id (a piece that is not valid UTF-8 on its own,
+        such as a lone byte, is given with U+FFFD in place of the bytes)."""
+        raise missing_tokenizer(self.model_string)
+
     def identity(self) -> dict[str, Any]:
         """What makes two backends give the same answers (part of every cache key).
 
@@ -87,3 +115,32 @@ class Backend(ABC):
     async def aclose(self) -> None:
         """Release clients, threads and models. Optional."""  # noqa: B027 - an optional hook
         return None
+
+
+class WrappingBackend(Backend):
+    """A layer around another backend (cache, meter, retry, throttle, merging).
+
+    It answers as the backend it wraps: same name, model, capabilities and cache
+    identity; the tokenizer and ``aclose`` pass straight through. Subclasses
+    implement :meth:`agenerate` and :meth:`ascore`.
+    """
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.name, self.model = inner.name, inner.model
+        self.capabilities = inner.capabilities
+
+    def identity(self) -> dict[str, Any]:
+        return self.inner.identity()
+
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return await self.inner.atokenize(texts)
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return await self.inner.adetokenize(ids)
+
+    async def avocabulary(self) -> list[str]:
+        return await self.inner.avocabulary()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from promptopt.backends._answer_log import AnswerLog, move_in_logs_of_dead_processes
-from promptopt.backends._base import Backend
+from promptopt.backends._base import Backend, WrappingBackend
 from promptopt.backends._inflight import Flights, Lead
 from promptopt.exceptions import ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
@@ -223,7 +223,7 @@ def cache_key(identity_json: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-class CachedBackend(Backend):
+class CachedBackend(WrappingBackend):
     """Answers requests seen before from a :class:`ResponseCache`; sends only the misses.
 
     Misses go out one request at a time (up to the backend's ``max_concurrency``
@@ -234,14 +234,10 @@ class CachedBackend(Backend):
     """
 
     def __init__(self, inner: Backend, cache: ResponseCache) -> None:
-        self.inner, self.cache = inner, cache
+        super().__init__(inner)
+        self.cache = cache
         self._slots: asyncio.Semaphore | None = None
         self._flights: Flights[str] = Flights()  # identical misses in flight are sent once
-        self.name, self.model = inner.name, inner.model
-        self.capabilities = inner.capabilities
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
         return await self._through(requests, self.inner.agenerate, Completion)
@@ -326,6 +322,3 @@ class CachedBackend(Backend):
                     raise outcome
         if failures:
             raise failures[0]
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

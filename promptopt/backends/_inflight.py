@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Se
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
-from promptopt.backends._base import Backend
+from promptopt.backends._base import Backend, WrappingBackend
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
 __all__ = ["DedupingBackend", "Flights", "Lead"]
@@ -158,7 +158,7 @@ class Flights(Generic[K]):
         # else: the batch fails with an error one of its steps raised; asking again would pay for nothing
 
 
-class DedupingBackend(Backend):
+class DedupingBackend(WrappingBackend):
     """Sends each distinct request once while it is in flight; repeats await the first's answer.
 
     If the first asker's request fails, every waiter gets the same error (it was
@@ -168,13 +168,8 @@ class DedupingBackend(Backend):
     """
 
     def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.name, self.model = inner.name, inner.model
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self._flights: Flights[Any] = Flights()
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
         return await self._through(requests, self.inner.agenerate)
@@ -205,6 +200,3 @@ class DedupingBackend(Backend):
             out.append(answer)
             answers[key] = replace(answer, cached=True)  # a repeat within this batch was not paid again
         return out
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from promptopt._loop import gather_or_cancel
-from promptopt.backends._base import Backend
+from promptopt.backends._base import Backend, WrappingBackend
 from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
@@ -53,7 +53,7 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, BackendError) and exc.retryable
 
 
-class RetryingBackend(Backend):
+class RetryingBackend(WrappingBackend):
     """Wraps a backend and retries transient failures.
 
     Backends that serve requests concurrently are retried per request, so one
@@ -68,13 +68,8 @@ class RetryingBackend(Backend):
 
     def __init__(self, inner: Backend, *, max_attempts: int = 6, max_wait: float = 30.0,
                  initial_wait: float = 0.5) -> None:
-        self.inner = inner
-        self.name, self.model = inner.name, inner.model
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
         self.max_attempts, self.max_wait, self.initial_wait = max_attempts, max_wait, initial_wait
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
 
     def _pause(self, exc: BaseException | None, attempt_number: int) -> float:
         hint = getattr(exc, "retry_after", None)
@@ -120,6 +115,3 @@ class RetryingBackend(Backend):
 
     async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
         return await self._fan_out(requests, self.inner.ascore)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

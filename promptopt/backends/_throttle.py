@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from promptopt._loop import gather_or_cancel
-from promptopt.backends._base import Backend
+from promptopt.backends._base import Backend, WrappingBackend
 from promptopt.exceptions import ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
@@ -58,20 +58,16 @@ class Throttle:
         return any(v is not None for v in (self.max_in_flight, self.requests_per_second, self.tokens_per_minute))
 
 
-class ThrottledBackend(Backend):
+class ThrottledBackend(WrappingBackend):
     """Sends a batch's requests one by one, each when the :class:`Throttle` allows it."""
 
     def __init__(self, inner: Backend, throttle: Throttle) -> None:
-        self.inner, self.throttle = inner, throttle
-        self.name, self.model = inner.name, inner.model
-        self.capabilities = inner.capabilities
+        super().__init__(inner)
+        self.throttle = throttle
         self._slots: asyncio.Semaphore | None = None
         self._gate: asyncio.Lock | None = None  # admissions happen one at a time, in arrival order
         self._next_start = 0.0
         self._tokens: deque[tuple[float, int]] = deque()  # (time received, tokens) of recent replies
-
-    def identity(self) -> dict[str, Any]:
-        return self.inner.identity()
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:
         return await self._fan_out(requests, self.inner.agenerate)
@@ -111,6 +107,3 @@ class ThrottledBackend(Backend):
                 if sum(n for _, n in self._tokens) < t.tokens_per_minute:
                     return
                 await asyncio.sleep(self._tokens[0][0] + WINDOW - now)  # until the oldest reply leaves the window
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()

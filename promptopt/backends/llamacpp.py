@@ -99,7 +99,11 @@ class LlamaCppBackend(Backend):
         self.model_path = resolve_model_path(model)
         self.n_ctx, self.seed = n_ctx, seed
         self.n_threads = n_threads or os.cpu_count() or 1
-        self.capabilities = Capabilities(chat=True, score=True, max_concurrency=1, seeds=True)
+        self.capabilities = Capabilities(chat=True, score=True, max_concurrency=1, seeds=True, tokenize=True)
+        #: tokens the model has run a forward pass over (prompts and continuations; a reused prompt is not
+        #: counted again): what prefix reuse saves, for benchmarks
+        self.tokens_evaluated = 0
+        self._vocabulary: list[str] | None = None
         self._llm: Any = None
         self._formatter: Any = None
         self._scored_prefix: list[int] | None = None
@@ -144,6 +148,7 @@ class LlamaCppBackend(Backend):
             raise BackendError(f"llamacpp:{self.model} refused the request: {exc}; "
                                "shorten the prompt or raise n_ctx") from exc
         choice, usage = out["choices"][0], out["usage"]
+        self.tokens_evaluated += usage["prompt_tokens"] + usage["completion_tokens"]
         return Completion(text=choice["message"]["content"] or "", prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"],
                           finish_reason=choice.get("finish_reason") or "stop")
@@ -179,6 +184,7 @@ class LlamaCppBackend(Backend):
         if self._scored_prefix != prefix:
             llm.reset()
             llm.eval(prefix)
+            self.tokens_evaluated += len(prefix)
             self._scored_prefix, self._prefix_logits = prefix, self._last_logits()
         rows = [self._prefix_logits]
         if len(cont) > 1:
@@ -194,6 +200,7 @@ class LlamaCppBackend(Backend):
         llm._ctx.kv_cache_seq_rm(-1, n_past, -1)  # drop the previous label's tokens
         llm._batch.set_batch(batch=tokens, n_past=n_past, logits_all=True)
         llm._ctx.decode(llm._batch)
+        self.tokens_evaluated += len(tokens)
         llm.n_tokens = n_past  # the continuation is not part of the reusable prompt
         flat = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(tokens) * llm._n_vocab,))
         return flat.reshape(len(tokens), llm._n_vocab).astype(np.float64)
@@ -204,6 +211,32 @@ class LlamaCppBackend(Backend):
 
         llm = self._llm
         return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm._n_vocab,)).astype(np.float64)
+
+    # -- tokenizer --------------------------------------------------------------------------
+    def _tokenize_one(self, text: str) -> list[int]:
+        # as scoring reads a continuation: no BOS, special-token text stays plain text
+        return list(self._model().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def _detokenize_one(self, ids: Sequence[int]) -> str:
+        return str(self._model().detokenize(list(ids)).decode("utf-8", errors="replace"))
+
+    def _read_vocabulary(self, _: object) -> list[str]:
+        if self._vocabulary is None:
+            llm = self._model()
+            self._vocabulary = [llm.detokenize([i]).decode("utf-8", errors="replace") for i in range(llm.n_vocab())]
+        return self._vocabulary
+
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._run_batch, self._tokenize_one, texts)
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._run_batch, self._detokenize_one, ids)
+
+    async def avocabulary(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        return list((await loop.run_in_executor(self._pool, self._run_batch, self._read_vocabulary, [None]))[0])
 
     # -- async batch API --------------------------------------------------------------------
     def _run_batch(self, fn: Any, requests: Sequence[Any]) -> list[Any]:

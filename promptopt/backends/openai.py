@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from promptopt._loop import gather_or_cancel
-from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits
-from promptopt.exceptions import BackendError, ConfigError
+from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits, missing_tokenizer
+from promptopt.exceptions import BackendError, CapabilityError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
 if TYPE_CHECKING:
@@ -144,8 +144,9 @@ class OpenAIBackend(Backend):
         """
         if self._capabilities is None:
             score = self._score if isinstance(self._score, bool) else self._is_vllm_server()
+            # a vLLM server scores through /tokenize, and the same endpoints give its tokenizer
             self._capabilities = Capabilities(
-                chat=True, score=score, max_concurrency=self.max_concurrency, seeds=True)
+                chat=True, score=score, max_concurrency=self.max_concurrency, seeds=True, tokenize=score)
         return self._capabilities
 
     @capabilities.setter
@@ -273,6 +274,43 @@ class OpenAIBackend(Backend):
             except Exception as exc:
                 self._fail(exc)
         return self._summed_logprob(reply, len(prefix), cont)
+
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids from the vLLM server's ``/tokenize`` (needs the ``tokenize`` capability)."""
+        if not self.capabilities.tokenize:
+            raise missing_tokenizer(self.model_string)
+        client, semaphore = self._client_for_running_loop()
+        return await gather_or_cancel(self._tokenize_text(client, semaphore, t) for t in texts)
+
+    async def _tokenize_text(self, client: AsyncOpenAI, semaphore: asyncio.Semaphore, text: str) -> list[int]:
+        async with semaphore:
+            return await self._tokenize(client, ("text", text), {"prompt": text, "add_special_tokens": False})
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Text from the vLLM server's ``/detokenize``."""
+        if not self.capabilities.tokenize:
+            raise missing_tokenizer(self.model_string)
+        client, semaphore = self._client_for_running_loop()
+        return await gather_or_cancel(self._detokenize_one(client, semaphore, list(i)) for i in ids)
+
+    async def avocabulary(self) -> list[str]:
+        """Not served: vLLM's OpenAI-compatible server has no endpoint listing the vocabulary."""
+        raise CapabilityError(f"{self.model_string} cannot list its vocabulary (the server has no endpoint for "
+                              "it); give a word list instead where a strategy takes one, or use the model "
+                              "in-process: vllm:<model> or llamacpp:<model>")
+
+    async def _detokenize_one(self, client: AsyncOpenAI, semaphore: asyncio.Semaphore, ids: list[int]) -> str:
+        url = self.base_url.removesuffix("/v1") + "/detokenize"
+        async with semaphore:
+            try:
+                reply = _json_of(await client.post(url, cast_to=object, body={"model": self.model, "tokens": ids}))
+            except Exception as exc:
+                self._fail(exc)
+        text = reply.get("prompt") if isinstance(reply, dict) else None
+        if not isinstance(text, str):
+            raise BackendError(f"{url} sent a reply without the text; check that {self.base_url} is a vLLM server",
+                               retryable=True)
+        return text
 
     async def _tokenize(self, client: AsyncOpenAI, key: tuple[str, ...], body: dict[str, Any]) -> list[int]:
         """Token ids from vLLM's ``/tokenize``; requests that need the same text share one call."""

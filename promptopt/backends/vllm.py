@@ -100,7 +100,7 @@ class VLLMBackend(Backend):
         self.enforce_eager = enforce_eager
         self.engine_args = dict(engine_args or {})
         self.capabilities = Capabilities(chat=True, score=True, max_concurrency=max_concurrency, seeds=True,
-                                         batches=True)
+                                         batches=True, tokenize=True)
         self._llm: Any = None
         self._lock = threading.Lock()  # the engine is not thread-safe
         self._pool: ThreadPoolExecutor | None = None
@@ -155,6 +155,17 @@ class VLLMBackend(Backend):
 
     def _tokens(self, text: str) -> list[int]:
         return list(self._engine().get_tokenizer().encode(text, add_special_tokens=False))
+
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self._tokens(t) for t in texts]
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        tokenizer = self._engine().get_tokenizer()
+        return [str(tokenizer.decode(list(i), skip_special_tokens=False)) for i in ids]
+
+    async def avocabulary(self) -> list[str]:
+        tokenizer = self._engine().get_tokenizer()
+        return [str(tokenizer.decode([i], skip_special_tokens=False)) for i in range(len(tokenizer))]
 
     def _context_limit(self) -> int:
         return int(self._engine().model_config.max_model_len)

@@ -391,6 +391,22 @@ def header(config: Mapping[str, Any], result: Mapping[str, Any] | None, events: 
     if result is not None:
         rows.append(("test (seed → best, 95% CI)",
                      f"{_score_text(result.get('seed_test'))} → {_score_text(result.get('best_test'))}"))
+        rows += _strategy_output_rows(result)
+    return rows
+
+
+def _strategy_output_rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What a strategy added to its result: its own selection rule, its front, its compute time."""
+    rows = []
+    if result.get("selection", "best-dev-mean") != "best-dev-mean":
+        rows.append(("final prompt picked by", str(result["selection"])))
+    front = result.get("front") or []
+    if front:
+        names = sorted({k for entry in front for k in entry.get("objectives", {})})
+        rows.append(("Pareto front", f"{len(front)} candidate(s) over {', '.join(names) or 'no objectives'}"))
+    seconds = result.get("strategy_seconds")
+    if seconds:
+        rows.append(("strategy compute", f"{seconds:.1f} s outside model calls"))
     return rows
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from promptopt.strategies._params import get_params, validate_params
 
 if TYPE_CHECKING:
+    from promptopt.backends._base import Backend
     from promptopt.context import Context
     from promptopt.prompt import Prompt
 
@@ -37,6 +38,8 @@ class Strategy(ABC):
     constraints: ClassVar[dict[str, Any]] = {}
     #: True when the strategy needs backend log-probabilities (``ctx.loss``)
     needs_score: ClassVar[bool] = False
+    #: True when the strategy needs the target model's tokenizer (``ctx.tokenizer``)
+    needs_tokenizer: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""
@@ -50,6 +53,21 @@ class Strategy(ABC):
         scored (kept calls would only be lost); None (the default) when the strategy does not
         say: nothing is kept back unless asked, and then a whole dev evaluation."""
         return None
+
+    def check_backend(self, backend: Backend) -> None:
+        """Raise CapabilityError, before any call, naming what the target backend lacks for this strategy."""
+        from promptopt.backends._base import TOKENIZING_BACKENDS
+        from promptopt.exceptions import CapabilityError
+
+        missing = []
+        if self.needs_score and not backend.capabilities.score:
+            missing.append("log-probabilities (score): llamacpp:<model>, vllm:<model>, or openai:<model> "
+                           "pointed at a vLLM server")
+        if self.needs_tokenizer and not backend.capabilities.tokenize:
+            missing.append(f"its tokenizer (tokenize): {TOKENIZING_BACKENDS}")
+        if missing:
+            raise CapabilityError(f"strategy {self.name!r} needs {' and '.join(missing)}; "
+                                  f"{backend.model_string} has not; use one of those backends")
 
     def validate(self) -> None:
         """Check every declared constraint; raise ConfigError on the first violation."""

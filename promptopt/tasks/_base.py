@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
 from promptopt.types import Example, Message
 
@@ -37,6 +39,10 @@ class Task(ABC):
     #: reply length for ``generate`` mode
     max_tokens: int = 64
     description: str = ""
+    #: the gold continuations the task can give loss-based search, the default first
+    gold_forms: tuple[str, ...] = ("answer",)
+    #: the one :meth:`gold_text` gives (see :meth:`with_gold`)
+    gold: str = "answer"
 
     @property
     @abstractmethod
@@ -75,8 +81,20 @@ class Task(ABC):
         return label
 
     def gold_text(self, example: Example) -> str:
-        """The gold continuation for loss-based strategies."""
+        """The gold continuation for loss-based strategies: by default the verbalized answer.
+
+        Tasks whose replies reason before answering offer other forms (:attr:`gold_forms`).
+        """
         return self.verbalize(example.target)
+
+    def with_gold(self, form: str) -> Task:
+        """A copy whose :meth:`gold_text` gives ``form``, one of :attr:`gold_forms`."""
+        if form not in self.gold_forms:
+            raise ConfigError(f"task {self.name!r} has no gold continuation {form!r}; it has: "
+                              f"{', '.join(self.gold_forms)} (e.g. --gold {self.gold_forms[0]})")
+        task = copy.copy(self)
+        task.gold = form
+        return task
 
     def feedback(self, answer: str | None, example: Example) -> str:
         """A short textual verdict on one answer, for reflective strategies."""

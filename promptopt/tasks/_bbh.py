@@ -165,6 +165,14 @@ class BBHTask(Task):
         same = normalize_text(answer).casefold() in {normalize_text(g).casefold() for g in golds}
         return 1.0 if same else 0.0
 
+    #: ``answer``: the gold answer alone ("(A)", as choice mode scores it); ``sentence``: the
+    #: closing sentence the seed prompt asks for ("So the answer is (A).")
+    gold_forms = ("answer", "sentence")
+
+    def gold_text(self, example: Example) -> str:
+        answer = self.verbalize(example.target)
+        return f"So the answer is {answer}." if self.gold == "sentence" else answer
+
     def choices(self, example: Example) -> tuple[str, ...] | None:
         """Option letters in this example (``("(A)", "(B)", ...)``), the two words, or None."""
         if self.kind == "choice":

@@ -96,8 +96,15 @@ class GSM8KTask(Task):
     def metric(self, answer: str | None, example: Example) -> float:
         return 1.0 if numbers_equal(answer, example.target) else 0.0
 
+    #: ``solution``: the dataset's worked solution ending with the answer line (what the seed
+    #: prompt asks for); ``answer``: the answer line alone
+    gold_forms = ("solution", "answer")
+    gold = "solution"
+
     def gold_text(self, example: Example) -> str:
-        """The worked solution (calculator notes removed) ending "The answer is N."."""
+        """The worked solution (calculator notes removed) ending "The answer is N.", or that line alone."""
+        if self.gold == "answer":
+            return f"The answer is {example.target}."
         solution = str(example.meta.get("solution", ""))
         steps = _CALCULATOR.sub("", solution.rsplit(_MARK, 1)[0]).strip()
         ending = f"The answer is {example.target}."

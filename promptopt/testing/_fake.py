@@ -27,6 +27,8 @@ class FakeBackend(Backend):
         latency: seconds to sleep per batch (0 for overhead measurements).
         can_score: whether to declare the ``score`` capability.
         max_concurrency: declared concurrency.
+        can_tokenize: whether to declare the ``tokenize`` capability. Its tokenizer is
+            byte-level: a token per UTF-8 byte, id = the byte's value (256 tokens).
 
     Example:
         >>> import asyncio
@@ -40,12 +42,13 @@ class FakeBackend(Backend):
 
     def __init__(self, model: str = "fake", *, reply: Callable[[Request], str] | None = None,
                  score: Callable[[ScoreRequest], float] | None = None, latency: float = 0.0,
-                 can_score: bool = True, max_concurrency: int = 1) -> None:
+                 can_score: bool = True, max_concurrency: int = 1, can_tokenize: bool = True) -> None:
         self.model = model
         self._reply = reply or (lambda r: f"answer-{int(_unit(r.key()) * 10)}")
         self._score = score or (lambda r: -5.0 * _unit(r.key()))
         self.latency = latency
-        self.capabilities = Capabilities(chat=True, score=can_score, max_concurrency=max_concurrency)
+        self.capabilities = Capabilities(chat=True, score=can_score, max_concurrency=max_concurrency,
+                                         tokenize=can_tokenize)
         self.generate_requests: list[Request] = []
         self.score_requests: list[ScoreRequest] = []
 
@@ -64,6 +67,21 @@ class FakeBackend(Backend):
             n_prompt = sum(len(m.content.split()) for m in r.messages)
             out.append(Completion(text=text, prompt_tokens=n_prompt, completion_tokens=len(text.split())))
         return out
+
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        if not self.capabilities.tokenize:
+            return await super().atokenize(texts)
+        return [list(t.encode("utf-8")) for t in texts]
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        if not self.capabilities.tokenize:
+            return await super().adetokenize(ids)
+        return [bytes(i).decode("utf-8", errors="replace") for i in ids]
+
+    async def avocabulary(self) -> list[str]:
+        if not self.capabilities.tokenize:
+            return await super().avocabulary()
+        return [bytes([i]).decode("utf-8", errors="replace") for i in range(256)]
 
     async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
         if not self.capabilities.score:

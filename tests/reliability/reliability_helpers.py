@@ -58,8 +58,9 @@ def run_cli(args: Sequence[str], *, env: Mapping[str, str] | None = None,
 
 
 def comparable(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A result without what legitimately differs between two runs: where it ran and what it paid."""
-    return {k: v for k, v in result.items() if k not in ("usage", "run_dir")}
+    """A result without what legitimately differs between two runs: where it ran, what it paid, and how
+    long the strategy computed."""
+    return {k: v for k, v in result.items() if k not in ("usage", "run_dir", "strategy_seconds")}
 
 
 def without_paid(usage: Mapping[str, Any]) -> dict[str, Any]:
