@@ -51,6 +51,9 @@ Rewritten text:"""
 PARAPHRASE_TOKENS = 60
 _TRAILING_PUNCT = ".,;:!?"
 _QUOTES = "\"'`“”‘’"
+# "Rewritten text:", "The rewritten text is:", "Paraphrase:", "Here is the paraphrased text:" ...
+_LABEL = re.compile(r"^(?:here is |here's )?(?:the )?(?:rewritten|paraphrased?|new)?\s*(?:text|version|phrase)?"
+                    r"(?: is)?\s*:\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -245,7 +248,7 @@ def clean_paraphrase(reply: str, unit: str) -> str | None:
     lines = [line.strip() for line in reply.splitlines() if line.strip()]
     if not lines:
         return None
-    text = re.sub(r"^(?:rewritten text|text|paraphrase)\s*:\s*", "", lines[0], flags=re.IGNORECASE)
+    text = _LABEL.sub("", lines[0])
     text = text.strip().strip(_QUOTES).strip().rstrip(_TRAILING_PUNCT).rstrip()
     end = unit[len(unit.rstrip(_TRAILING_PUNCT)):]
     if not re.search(r"[^\W\d_]", text) or len(text) > 3 * len(unit) + 40:

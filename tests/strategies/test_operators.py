@@ -148,6 +148,8 @@ def test_drawn_edits_stay_in_their_span_and_say_when_impossible() -> None:
 def test_paraphrase_replies_are_cleaned_and_keep_the_units_punctuation() -> None:
     assert clean_paraphrase('Rewritten text: "Be short."\nMore chatter', "Be brief,") == "Be short,"
     assert clean_paraphrase("keep it short", "be brief.") == "keep it short."
+    assert clean_paraphrase('The rewritten text is: "In short, keep it."', "or positive.") == "In short, keep it."
+    assert clean_paraphrase("Paraphrase: say it: briefly", "be brief") == "say it: briefly"
     assert clean_paraphrase("  \n", "be brief") is None
     assert clean_paraphrase("123 !!", "be brief") is None
     assert clean_paraphrase("x " * 100, "be brief") is None  # chatter, not a paraphrase
