@@ -35,6 +35,20 @@ by dev score. With ``score_incumbents`` every new best is scored on dev as it
 is found, so a run the budget stops still keeps it. See docs/design-notes.md
 ("Plum") for where this differs from the paper.
 
+Parameters every Plum strategy has (defaults: the reference code's):
+
+* ``level``: unit granularity, ``"phrase"`` (Plum's), ``"sentence"`` or ``"word"``;
+* ``operators``: edit operators to draw from, a list or comma-separated names
+  (default delete, swap, paraphrase, add);
+* ``field``: the prompt field edited, ``"instruction"`` (Plum's) or ``"system"``;
+* ``n_candidates``: neighbours (harmonies) per iteration (m = 10);
+* ``max_iterations``: iterations at most (50);
+* ``patience``: stop after this many iterations in a row without improvement (7);
+* ``n_score``: score-set size in training examples (100);
+* ``score_incumbents``: score each new best on dev as it is found (True; n_dev
+  target calls per improvement);
+* ``temperature``: optimizer sampling temperature for paraphrases (0.7).
+
 Cost drivers: per iteration about ``n_candidates`` new prompts, each scored on
 ``n_score`` examples (population ``genetic``: ``n_offspring`` plus
 ``population_size · mutation_prob · n_candidates``), and one optimizer call per
@@ -89,19 +103,7 @@ _DEFAULT_OPERATORS = ("delete", "swap", "paraphrase", "add")
 
 
 class _Plum(Strategy):
-    """What the six share: the edit neighbourhood, the score set, the stopping rules.
-
-    Common args (every Plum strategy):
-        level: unit granularity, ``"phrase"`` (the paper's), ``"sentence"`` or ``"word"``.
-        operators: edit operators to draw from (delete, swap, paraphrase, add).
-        field: the prompt field edited, ``"instruction"`` (the paper's) or ``"system"``.
-        n_candidates: neighbours per iteration (the paper's m = 10).
-        max_iterations: iterations at most (the paper's n = 50).
-        patience: stop after this many iterations in a row without improvement (P = 7).
-        n_score: score-set size, training examples (100).
-        score_incumbents: score each new best on dev as it is found.
-        temperature: optimizer sampling temperature for paraphrases.
-    """
+    """What the six share: the edit neighbourhood, the score set, the stopping rules."""
 
     constraints: ClassVar[dict[str, Any]] = _COMMON
     level: Level
@@ -156,7 +158,7 @@ class _Plum(Strategy):
 class HillClimbing(_Plum):
     """Plum's hill climbing: take the best neighbour while it beats the current prompt.
 
-    Args are the common ones (see the module docstring and ``_Plum``).
+    Its parameters are the common ones (see the module docstring).
 
     Example:
         >>> HillClimbing(n_candidates=4).get_params()["n_candidates"]
@@ -209,7 +211,7 @@ class SimulatedAnnealing(HillClimbing):
         t_max: starting temperature, in accuracy points (the reference code's 10).
         decay: iterations for the temperature to fall by a factor e (the reference code's K = 5).
 
-    The other args are the common ones.
+    The other parameters are the common ones (see the module docstring).
 
     Example:
         >>> round(temperature(5, t_max=10.0, decay=5.0), 3)
@@ -246,7 +248,7 @@ class TabuSearch(HillClimbing):
     Args:
         tabu_size: how many recent winners (the seed first) are barred (the reference code's 5).
 
-    The other args are the common ones.
+    The other parameters are the common ones (see the module docstring).
 
     Example:
         >>> TabuSearch().tabu_size
@@ -290,7 +292,7 @@ class GeneticMutation(_Plum):
     Args:
         tournament_size: candidates drawn per tournament (the reference's 5 for this variant).
 
-    The other args are the common ones.
+    The other parameters are the common ones (see the module docstring).
 
     Example:
         >>> GeneticMutation().tournament_size
@@ -334,7 +336,7 @@ class GeneticCrossover(_Plum):
         mutation_prob: chance that each member is mutated in an iteration (0.5).
         tournament_size: candidates drawn per tournament (2).
 
-    The other args are the common ones.
+    The other parameters are the common ones (see the module docstring).
 
     Example:
         >>> GeneticCrossover().population_size
@@ -400,7 +402,7 @@ class HarmonySearch(_Plum):
         hmcr: harmony memory considering rate, the chance a segment is kept as taken (0.4).
         par: pitch adjusting rate, the chance a kept segment is paraphrased (0.5).
 
-    The other args are the common ones; ``n_candidates`` harmonies are made per iteration.
+    The other parameters are the common ones; ``n_candidates`` harmonies are made per iteration.
 
     Example:
         >>> HarmonySearch().hmcr
