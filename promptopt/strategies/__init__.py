@@ -17,12 +17,23 @@ from promptopt.strategies.apo import APO
 from promptopt.strategies.fewshot import FewShot
 from promptopt.strategies.gepa import GEPA
 from promptopt.strategies.opro import OPRO
+from promptopt.strategies.plum import (
+    GeneticCrossover,
+    GeneticMutation,
+    HarmonySearch,
+    HillClimbing,
+    SimulatedAnnealing,
+    TabuSearch,
+)
 from promptopt.strategies.promptwizard import PromptWizard
 
-__all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "PromptWizard", "Strategy", "StrategyInfo", "get_strategy",
-           "list_strategies"]
+__all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "GeneticCrossover", "GeneticMutation", "HarmonySearch",
+           "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch",
+           "get_strategy", "list_strategies"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
+BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
+                                      TabuSearch, HarmonySearch)}
 
 
 @dataclass(frozen=True)
