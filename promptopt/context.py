@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from promptopt import events
 from promptopt._loop import LoopThread
 from promptopt.backends._base import Backend, missing_tokenizer
 from promptopt.evaluator import EvalResult, Evaluator, LossResult
@@ -122,11 +123,9 @@ class Context:
 
     def _log_evaluation(self, res: EvalResult, examples: Sequence[Example]) -> None:
         self._history.add_dev_scores(res.prompt, {e.example_id: e.score for e in res.examples})
-        event = {"type": "evaluation", "prompt_id": res.prompt.id, "n": len(res.examples),
-                 "mean": res.mean, "dev": all(ex.id in self._history.dev_ids for ex in examples)}
-        if res.mean_margin is not None:
-            event["margin"] = res.mean_margin
-        self._emit(event)
+        margin = {} if res.mean_margin is None else {"margin": res.mean_margin}
+        self._emit(events.make(events.EVALUATION, prompt_id=res.prompt.id, n=len(res.examples), mean=res.mean,
+                               dev=all(ex.id in self._history.dev_ids for ex in examples), **margin))
 
     def loss(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[LossResult]:
         """The gold continuation's loss for each prompt on each example (needs ``score``).
@@ -152,8 +151,8 @@ class Context:
         return results
 
     def _log_loss(self, res: LossResult) -> None:
-        self._emit({"type": "loss", "prompt_id": res.prompt.id, "n": len(res.examples), "mean": res.mean,
-                    "tokens": sum(e.n_tokens for e in res.examples)})
+        self._emit(events.make(events.LOSS, prompt_id=res.prompt.id, n=len(res.examples), mean=res.mean,
+                               tokens=sum(e.n_tokens for e in res.examples)))
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -202,15 +201,15 @@ class Context:
         """Log a candidate with its parents and the operator that made it; False if seen before."""
         cand, new = self._history.add(candidate, tuple(p.id for p in parents), operator)
         if new:
-            self._emit({"type": "candidate", "prompt_id": cand.id, "parents": list(cand.parents),
-                        "operator": operator, "prompt": candidate.to_dict()})
+            self._emit(events.make(events.CANDIDATE, prompt_id=cand.id, parents=list(cand.parents),
+                                   operator=operator, prompt=candidate.to_dict()))
         return new
 
     def set_front(self, front: Sequence[FrontEntry]) -> None:
         """Hand the Run a Pareto front (each candidate with its objective values) for the Result."""
         self.front = tuple(front)
-        self._emit({"type": "front", "entries": [{"prompt_id": e.prompt.id, "objectives": dict(e.objectives)}
-                                                 for e in self.front]})
+        self._emit(events.make(events.FRONT, entries=[{"prompt_id": e.prompt.id, "objectives": dict(e.objectives)}
+                                                      for e in self.front]))
 
     def select_final_by(self, rule: str, pick: Callable[[Sequence[Candidate]], Candidate]) -> None:
         """Declare how the final prompt is picked among fully scored candidates (default: best dev
@@ -219,11 +218,11 @@ class Context:
 
     def skip(self, operator: str, reason: str, raw: str) -> None:
         """Log optimizer output that could not be used (never a crash)."""
-        self._emit({"type": "skip", "operator": operator, "reason": reason, "raw": raw[:2000]})
+        self._emit(events.make(events.SKIP, operator=operator, reason=reason, raw=raw[:2000]))
 
     def note(self, kind: str, **data: Any) -> None:
-        """Log a strategy-specific event (a round start, a selection, ...)."""
-        self._emit({"type": kind, **data})
+        """Log a strategy-specific event (a round start, a selection, ...); a core kind's fields are checked."""
+        self._emit(events.make(kind, **data))
 
     def sample(self, items: Sequence[T], k: int) -> list[T]:
         """A seeded sample of ``min(k, len(items))`` items."""

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from promptopt.events import BUDGET_EXHAUSTED, EVALUATION
 from promptopt.exceptions import ConfigError
 
 __all__ = ["MlflowTracker", "flatten_params"]
@@ -77,12 +78,13 @@ class MlflowTracker:
     def __call__(self, event: Mapping[str, Any]) -> None:
         """Log the metrics an event carries; the step is the number of target calls spent."""
         kind = event.get("type")
-        if not self.active or kind not in ("evaluation", "round", "budget_exhausted"):
+        # "round" is a strategy's own note (APO's, GEPA's), logged as a point on the curve too
+        if not self.active or kind not in (EVALUATION, "round", BUDGET_EXHAUSTED):
             return
         step = int(event.get("target_calls") or 0)
         metrics = {"best_dev": event.get("best_dev"), "optimizer_calls": event.get("optimizer_calls"),
                    "tokens": event.get("tokens"), "n_candidates": event.get("n_candidates")}
-        if kind == "evaluation" and event.get("dev"):
+        if kind == EVALUATION and event.get("dev"):
             metrics["candidate_dev"] = event.get("mean")
         self._guarded(self.mlflow.log_metrics,
                       {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, step=step)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptopt import events
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.context import Context, FrontEntry, Selection
@@ -138,7 +139,7 @@ class _Run:
         now = time.monotonic()
         if self.on_event is not None and now - self._last_progress >= 0.2:
             self._last_progress = now
-            self.on_event({"type": "progress", **self._snapshot()})
+            self.on_event({**events.make(events.PROGRESS), **self._snapshot()})
 
     def context(self) -> Context:
         return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
@@ -158,29 +159,29 @@ class _Run:
             ctx.record(ctx.seed_prompt, operator="seed")
             ctx.evaluate([ctx.seed_prompt])
         except BudgetExhausted as exc:
-            self.emit({"type": "budget_exhausted", "reason": str(exc)})
+            self.emit(events.make(events.BUDGET_EXHAUSTED, reason=str(exc)))
             return str(exc)
         meter = self.session.meter
         meter.held_back = self.held_back_for_finalists()
         if self.finalist_reserve:
-            self.emit({"type": "finalist_reserve", "candidates": self.finalist_reserve, "calls": meter.held_back})
+            self.emit(events.make(events.FINALIST_RESERVE, candidates=self.finalist_reserve, calls=meter.held_back))
         stopped_by: str | None = None
         finalists: Sequence[Prompt] = ()
         started, waited = time.perf_counter(), ctx.waiting_seconds
         try:
             finalists = self.strategy.optimize(ctx)
         except BudgetExhausted as exc:
-            self.emit({"type": "budget_exhausted", "reason": str(exc)})
+            self.emit(events.make(events.BUDGET_EXHAUSTED, reason=str(exc)))
             stopped_by = str(exc)
         finally:
             meter.held_back = 0
             self.strategy_seconds = time.perf_counter() - started - (ctx.waiting_seconds - waited)
         if stopped_by is None and ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
-            self.emit({"type": "budget_exhausted", "reason": ctx.optimizer_cap_hit})
+            self.emit(events.make(events.BUDGET_EXHAUSTED, reason=ctx.optimizer_cap_hit))
             stopped_by = ctx.optimizer_cap_hit
         refused = self.score_finalists(ctx, finalists, stopped=stopped_by is not None)
         if stopped_by is None and refused is not None:
-            self.emit({"type": "budget_exhausted", "reason": refused})
+            self.emit(events.make(events.BUDGET_EXHAUSTED, reason=refused))
             stopped_by = refused
         return stopped_by
 
@@ -223,7 +224,7 @@ class _Run:
         try:
             ctx.evaluate([prompt])
         except BudgetExhausted as exc:  # another candidate, with fewer dev examples left, may still fit
-            ctx.note("finalist_unscored", prompt_id=prompt.id, reason=str(exc))
+            ctx.note(events.FINALIST_UNSCORED, prompt_id=prompt.id, reason=str(exc))
             return str(exc)
         return None
 
@@ -231,8 +232,8 @@ class _Run:
         self.session.meter.enforce = False  # the final test evaluation is never cut short
         results = self.session.loop.run(self.evaluator.aevaluate(prompts, self.task.splits.test))
         for res in results:
-            self.emit({"type": "test", "prompt_id": res.prompt.id, "mean": res.mean, "n": len(res.examples),
-                       "scores": {e.example_id: e.score for e in res.examples}})
+            self.emit(events.make(events.TEST, prompt_id=res.prompt.id, mean=res.mean, n=len(res.examples),
+                                  scores={e.example_id: e.score for e in res.examples}))
         return [summarize([e.score for e in r.examples]) for r in results]
 
 
@@ -363,6 +364,7 @@ def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
 
 
 def _execute(run: _Run, config: dict[str, Any]) -> Result:
+    run.emit(events.make(events.RUN_STARTED, schema_version=events.SCHEMA_VERSION))
     ctx = run.context()
     stopped_by = run.search(ctx)
     best_cand = _pick_final(run.history, ctx.selection)
@@ -381,7 +383,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
-    run.emit({"type": "result", "best_prompt_id": best.id, "best_test": best_test.mean})
+    run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from promptopt.events import read_events
+
 __all__ = ["RunStore", "write_atomic"]
 
 
@@ -66,17 +68,8 @@ class RunStore:
         self._events.flush()
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """The logged events; a torn (unterminated, unparsable) last line is skipped."""
-        if not self.events_path.exists():
-            return
-        with open(self.events_path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    if line.endswith("\n"):
-                        raise
-                    return
+        """The logged events (:func:`promptopt.events.read_events`); a torn last line is skipped."""
+        return read_events(self.events_path)
 
     def close(self) -> None:
         if self._events is not None:

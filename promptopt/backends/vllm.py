@@ -133,7 +133,10 @@ class VLLMBackend(Backend):
         except Exception as exc:  # e.g. a torchvision built for another torch fails inside vllm's import
             raise ConfigError(f"vllm failed to import: {type(exc).__name__}: {_first_line(exc)}; reinstall it "
                               "beside a matching torch (scripts/vllm-cpu-test.sh shows a working set)") from exc
-        args = {"dtype": self.dtype, "seed": self.seed, "enforce_eager": self.enforce_eager, **self.engine_args}
+        # prefix caching: the labels of one example (choice mode) and a gold loss share the prompt, which is
+        # then computed once; engine_args may turn it off
+        args = {"dtype": self.dtype, "seed": self.seed, "enforce_eager": self.enforce_eager,
+                "enable_prefix_caching": True, **self.engine_args}
         if self.max_model_len is not None:
             args["max_model_len"] = self.max_model_len
         try:

@@ -22,9 +22,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from promptopt.events import BUDGET_EXHAUSTED, CANDIDATE, EVALUATION, FINALIST_RESERVE, RESULT, SKIP, TEST
+
 Event = Mapping[str, Any]
 
-_POST_SEARCH = frozenset({"test", "result"})
+_POST_SEARCH = frozenset({TEST, RESULT})
 _ROLES = ("target", "optimizer")
 
 
@@ -119,7 +121,7 @@ def dev_size(events: Sequence[Event]) -> int:
 
 
 def _is_dev_eval(ev: Event) -> bool:
-    return ev.get("type") == "evaluation" and bool(ev.get("dev", True))
+    return ev.get("type") == EVALUATION and bool(ev.get("dev", True))
 
 
 def _full_dev_evaluations(events: Sequence[Event]) -> Iterator[Event]:
@@ -133,7 +135,7 @@ def candidates(events: Sequence[Event]) -> dict[str, Event]:
     """Candidate events by prompt id, in the order they were proposed."""
     out: dict[str, Event] = {}
     for ev in events:
-        if ev.get("type") == "candidate" and ev.get("prompt_id") not in out:
+        if ev.get("type") == CANDIDATE and ev.get("prompt_id") not in out:
             out[str(ev["prompt_id"])] = ev
     return out
 
@@ -158,7 +160,7 @@ def best_id(events: Sequence[Event]) -> str | None:
     Ties go to the earlier candidate, as in the Run's own choice.
     """
     for ev in events:
-        if ev.get("type") == "result" and ev.get("best_prompt_id"):
+        if ev.get("type") == RESULT and ev.get("best_prompt_id"):
             return str(ev["best_prompt_id"])
     means = dev_means(search_events(events))
     order = {pid: i for i, pid in enumerate(candidates(events))}
@@ -290,7 +292,7 @@ def test_wins(events: Sequence[Event], seed: str, best: str) -> WinLoss | None:
     """
     scores: dict[str, Mapping[str, float]] = {}
     for ev in events:
-        if ev.get("type") == "test":
+        if ev.get("type") == TEST:
             scores[str(ev["prompt_id"])] = ev.get("scores") or {}
     if seed not in scores or best not in scores:
         return None
@@ -326,7 +328,7 @@ def last_snapshot(events: Sequence[Event]) -> Snapshot | None:
 
 def skips_by_operator(events: Sequence[Event]) -> dict[str, int]:
     """How many optimizer replies were unusable, by operator, most first."""
-    counts = Counter(str(ev.get("operator") or "?") for ev in events if ev.get("type") == "skip")
+    counts = Counter(str(ev.get("operator") or "?") for ev in events if ev.get("type") == SKIP)
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -334,7 +336,7 @@ def stop_reason(events: Sequence[Event], result: Mapping[str, Any] | None) -> st
     """Why the search ended, in words."""
     if result is not None:
         return str(result.get("stopped_by") or "finished (the strategy completed)")
-    reason = next((str(ev.get("reason", "")) for ev in events if ev.get("type") == "budget_exhausted"), "")
+    reason = next((str(ev.get("reason", "")) for ev in events if ev.get("type") == BUDGET_EXHAUSTED), "")
     return f"incomplete; budget exhausted: {reason}" if reason else "incomplete (crashed or still running)"
 
 
@@ -358,7 +360,7 @@ def _reserve_text(config: Mapping[str, Any], events: Sequence[Event]) -> str:
     n = config.get("finalist_reserve")
     if not n:
         return "none"
-    held = next((e.get("calls") for e in events if e.get("type") == "finalist_reserve"), None)
+    held = next((e.get("calls") for e in events if e.get("type") == FINALIST_RESERVE), None)
     calls = "" if held is None else (f": {held} target calls kept back" if held else
                                      ": nothing kept back (no target-call cap, nothing to finish, or "
                                      "more than half of the budget left)")

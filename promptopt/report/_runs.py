@@ -34,6 +34,8 @@ class RunSummary:
         best_test: the best prompt's test mean (finished runs only).
         target_calls / optimizer_calls: calls so far, including the final test evaluation.
         mtime: the newest modification time of the run's files (seconds since the epoch).
+        strategy_output: what the strategy added to its result, if anything: its own
+            selection rule, the size of its Pareto front (e.g. ``picked by knee; front of 6``).
     """
 
     run_id: str
@@ -47,6 +49,7 @@ class RunSummary:
     target_calls: int
     optimizer_calls: int
     mtime: float
+    strategy_output: str = ""
 
 
 def _read_json(path: Path) -> Any:
@@ -104,7 +107,18 @@ def summarize_run(files: RunFiles, mtime: float = 0.0) -> RunSummary:
         status="finished" if result is not None else "incomplete",
         seed_dev=None if seed_dev is None else float(seed_dev), best_dev=None if best_dev is None else float(best_dev),
         best_test=None if best_test is None else float(best_test), target_calls=target, optimizer_calls=optimizer,
-        mtime=mtime)
+        mtime=mtime, strategy_output=_strategy_output(result))
+
+
+def _strategy_output(result: Mapping[str, Any] | None) -> str:
+    if result is None:
+        return ""
+    parts = []
+    if result.get("selection", "best-dev-mean") != "best-dev-mean":
+        parts.append(f"picked by {result['selection']}")
+    if result.get("front"):
+        parts.append(f"front of {len(result['front'])}")
+    return "; ".join(parts)
 
 
 def list_runs(runs_dir: str | Path = "runs") -> list[RunSummary]:
@@ -135,9 +149,12 @@ def _fmt(x: float | None) -> str:
 
 def format_runs(runs: Sequence[RunSummary]) -> list[str]:
     """Aligned text lines for ``promptopt runs``: a header, then one line per run."""
-    rows = [("run", "task", "strategy", "status", "dev seed→best", "best test", "calls (target+optimizer)")]
+    extra = any(r.strategy_output for r in runs)  # the column only when a strategy added something
+    rows = [("run", "task", "strategy", "status", "dev seed→best", "best test", "calls (target+optimizer)")
+            + (("strategy output",) if extra else ())]
     for r in runs:
         rows.append((r.run_id, r.task, r.strategy, r.status, f"{_fmt(r.seed_dev)}→{_fmt(r.best_dev)}",
-                     _fmt(r.best_test), f"{r.target_calls}+{r.optimizer_calls}"))
+                     _fmt(r.best_test), f"{r.target_calls}+{r.optimizer_calls}")
+                    + ((r.strategy_output,) if extra else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]

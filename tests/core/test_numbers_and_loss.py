@@ -188,3 +188,18 @@ def test_the_target_token_cap_counts_the_target_alone() -> None:
     with pytest.raises(promptopt.BudgetExhausted, match="target token cap 100"):
         meter.check("target", 1)
     meter.check("optimizer", 1)
+
+
+def test_runs_and_the_report_show_what_a_strategy_added(parity_task: Task, tmp_path: Path) -> None:
+    from promptopt.report import list_runs
+    from promptopt.report._data import header
+    from promptopt.report._runs import format_runs, load_run
+
+    fake = FakeBackend(score=lambda r: -1.0)
+    result = promptopt.optimize(parity_task, _LossAndFront(), fake, answer_mode="choice", cache=False,
+                                runs_dir=tmp_path / "runs", budget=Budget(target_calls=500))
+    [line] = format_runs(list_runs(tmp_path / "runs"))[1:]
+    assert line.endswith("picked by shortest; front of 2")
+    files = load_run(result.run_dir)
+    rows = dict(header(files.config, files.result, files.events))
+    assert rows["final prompt picked by"] == "shortest" and rows["Pareto front"].startswith("2 candidate(s)")

@@ -112,7 +112,7 @@ def test_a_rejected_key_stops_the_run_at_once(server: FaultServer, tmp_path: Pat
     [run_dir] = (p for p in tmp_path.iterdir() if p.is_dir())
     assert {"config.json", "events.jsonl"} <= {p.name for p in run_dir.iterdir()}
     assert not (run_dir / "result.json").exists()
-    assert [e["type"] for e in RunStore(run_dir).events()] == ["candidate"]
+    assert [e["type"] for e in RunStore(run_dir).events()] == ["run_started", "candidate"]
 
 
 def test_cli_stops_on_a_missing_model_and_a_rerun_replays_what_was_paid(server: FaultServer,
