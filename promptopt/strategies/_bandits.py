@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from promptopt.prompt import Prompt
 from promptopt.types import Example
 
-__all__ = ["SELECTORS", "brute_force", "successive_rejects", "ucb"]
+__all__ = ["SELECTORS", "brute_force", "successive_rejects", "successive_rejects_protegi", "ucb"]
 
 EvaluateFn = Callable[[Sequence[Prompt], Sequence[Example]], list[float]]
 
@@ -60,9 +60,11 @@ def successive_rejects(prompts: Sequence[Prompt], data: Sequence[Example], evalu
                        rng: random.Random, *, budget: int, keep: int, **_: object) -> list[float]:
     """Successive Rejects (Audibert & Bubeck, 2010), stopped once ``keep`` arms remain.
 
-    Phase k gives every surviving arm n_k - n_{k-1} more examples, with
-    n_k = ceil((budget - K) / (logbar(K) · (K + 1 - k))), then rejects the arm
-    with the lowest mean so far. Survivors rank above the rejected, in order.
+    Phase k gives every surviving arm n_k - n_{k-1} more examples, new to it,
+    with n_k = ceil((budget - K) / (logbar(K) · (K + 1 - k))), then rejects the
+    arm with the lowest mean so far. Survivors rank above the rejected, in order.
+    APO's paper cites this algorithm; its reference code runs a variant,
+    :func:`successive_rejects_protegi`.
     """
     k = len(prompts)
     if k <= keep:
@@ -90,6 +92,43 @@ def successive_rejects(prompts: Sequence[Prompt], data: Sequence[Example], evalu
     return rank
 
 
+def successive_rejects_protegi(prompts: Sequence[Prompt], data: Sequence[Example], evaluate: EvaluateFn,
+                               rng: random.Random, *, budget: int, keep: int, **_: object) -> list[float]:
+    """Successive rejects as APO's reference code runs it (microsoft/LMOps, ``prompt_optimization``).
+
+    It differs from :func:`successive_rejects` in four ways. K counts only the
+    arms beyond the ``keep`` that survive. Phase k draws a fresh sample of
+    max(4, floor(n_k - n_{k-1})) examples, with n_k = (budget - K) /
+    (logbar(K) · (K + 1 - k)) not rounded. The arm rejected is the one with the
+    lowest mean on that phase's sample alone (the first of equal ones), not on
+    everything it was scored on. And with no more than ``keep`` arms nothing is
+    evaluated (every estimate is 0.0). Survivors rank above the rejected, by
+    their mean over all examples they were scored on.
+    """
+    k, n_reject = len(prompts), len(prompts) - keep
+    if n_reject <= 0:
+        return [0.0] * k
+    log_bar = 0.5 + sum(1.0 / i for i in range(2, n_reject + 1))
+    alive, sums, counts = list(range(k)), [0.0] * k, [0] * k
+    rank = [0.0] * k
+    n_prev = 0.0
+    for phase in range(1, n_reject + 1):
+        n_k = (budget - n_reject) / (log_bar * (n_reject + 1 - phase))
+        size, n_prev = max(4, int(n_k - n_prev)), n_k
+        sample = rng.sample(list(data), min(len(data), size))
+        scores = evaluate([prompts[i] for i in alive], sample)
+        for i, score in zip(alive, scores, strict=True):
+            sums[i] += score * len(sample)
+            counts[i] += len(sample)
+        worst = alive[scores.index(min(scores))]
+        alive.remove(worst)
+        rank[worst] = phase - k - 1.0  # rejected earlier ranks lower (negative, below any mean)
+    for i in alive:
+        rank[i] = sums[i] / counts[i]
+    return rank
+
+
 #: selector name -> function(prompts, data, evaluate, rng, **knobs) -> estimated score per prompt
 SELECTORS: dict[str, Callable[..., list[float]]] = {
-    "ucb": ucb, "ucb-e": ucb, "sr": successive_rejects, "bf": brute_force}
+    "ucb": ucb, "ucb-e": ucb, "sr": successive_rejects, "sr-protegi": successive_rejects_protegi,
+    "bf": brute_force}

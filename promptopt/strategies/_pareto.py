@@ -6,7 +6,8 @@ score on each example of the Pareto set, the candidates it was derived from,
 and answers the questions the search asks of it:
 
 * which candidates are best on each example (ties included), Algorithm 2 ``P*[i]``;
-* which of those are dominated and dropped (Algorithm 2's ``D``);
+* which of those are dominated and dropped (Algorithm 2's ``D``, tested as the
+  reference implementation does);
 * how many examples each survivor leads (``f[Φ]``), and a parent drawn with
   probability proportional to that count;
 * pairs of candidates from different lineages with a common ancestor, for
@@ -84,20 +85,34 @@ class ParetoPool:
         return fronts
 
     def dominated(self) -> set[int]:
-        """Candidates on some ``P*[i]`` that another surviving candidate dominates.
+        """Candidates on some ``P*[i]`` whose every lead another surviving candidate shares.
 
-        Φ is dominated by Φ' when Φ' is best on every example Φ is best on. As in
-        Algorithm 2, dominated candidates are removed one at a time until none is
-        left; the lowest mean goes first, and of equal means the newest, so of two
-        candidates leading exactly the same examples the older one survives.
+        Φ is dominated when each example it is best on also has another surviving
+        candidate among its best (one per example; no single candidate need lead
+        them all). As in the reference implementation (``remove_dominated_programs``
+        in gepa-ai/gepa), candidates are tested in ascending order of mean score,
+        equal means in the order they first appear on the examples' fronts
+        (examples in order; within one front, the order Python iterates its set
+        of candidate numbers, as the reference's sets do: ascending unless the
+        numbers outgrow the set's hash table), and each test counts only the
+        candidates not removed yet.
+        The reference restarts its scan after every removal; one pass removes the
+        same candidates, since a removal only takes leads away and so never makes
+        a candidate tested earlier dominated.
+
+        Example:
+            >>> pool = ParetoPool(["e1", "e2", "e3", "e4"])
+            >>> for text, row in [("A", [1, 1, 0, 0]), ("B", [1, 0, 1, 0]), ("C", [0, 1, 0, 1])]:
+            ...     _ = pool.add(Prompt(text), dict(zip(pool.example_ids, row)))
+            >>> pool.dominated()  # B shares e1 with A and C shares e2: A goes
+            {0}
         """
         fronts = self.best_per_example() if self.prompts else []
-        leads = {k: {i for i, f in enumerate(fronts) if k in f} for k in range(len(self))}
-        order = sorted((k for k in leads if leads[k]), key=lambda k: (self.mean(k), -k))
+        first_seen = list(dict.fromkeys(k for front in fronts for k in front))
         removed: set[int] = set()
-        for k in order:
-            others = (o for o in order if o != k and o not in removed)
-            if any(leads[k] <= leads[o] for o in others):
+        for k in sorted(first_seen, key=self.mean):  # stable: equal means keep first-seen order
+            survivors = set(first_seen) - removed - {k}
+            if all(front & survivors for front in fronts if k in front):
                 removed.add(k)
         return removed
 

@@ -1,4 +1,4 @@
-"""APE: instruction induction from demonstrations, adaptive filtering, iterative resampling.
+"""APE: instruction induction from demonstrations and adaptive filtering (iterative resampling optional).
 
 Zhou et al., "Large Language Models Are Human-Level Prompt Engineers", ICLR 2023
 (arXiv:2211.01910), Algorithm 1 and Section 3:
@@ -12,10 +12,15 @@ Zhou et al., "Large Language Models Are Human-Level Prompt Engineers", ICLR 2023
    part, score the survivors on a *new, non-overlapping* subset and update their
    running means, and repeat until a small set is left, which is scored on the
    whole scoring set;
-3. **iterative APE** (Section 3.3): keep the top ``keep_fraction`` of
-   candidates and ask the optimizer for variations of them that keep their
-   meaning; filter the elites and their variations again, ``resample_rounds``
-   times.
+3. **iterative APE** (Section 3.3, off by default): keep the top
+   ``keep_fraction`` of candidates and ask the optimizer for variations of them
+   that keep their meaning; filter the elites and their variations again,
+   ``resample_rounds`` times.
+
+The defaults are plain APE, the method behind the paper's main results and
+the only one its reference code (keirp/automatic_prompt_engineer) runs: one
+pool of proposals, filtered once. Iterative APE is the paper's ablation
+(Section 5.3); ``resample_rounds=3`` runs it as studied there.
 
 The paper scores on training data and returns the instruction with the best
 score on it. Here the scoring set is, by default, the dev split: the small set
@@ -29,9 +34,9 @@ An optimizer call cap reached while proposals are being collected ends the
 collecting, not the search: the proposals in hand are filtered and scored.
 
 Cost drivers: ``n_demo_sets`` × ``prompts_per_demo_set`` optimizer calls for
-the proposals and about as many per resampling round (``resample_rounds``);
-each filtering pass costs about ``candidates`` × ``stage_examples`` /
-(1 - ``stage_keep``) evaluations (a geometric series) where scoring everything
+the proposals and about as many per resampling round (``resample_rounds``, 0
+by default); each filtering pass costs about ``candidates`` × ``stage_examples``
+/ (1 - ``stage_keep``) evaluations (a geometric series) where scoring everything
 would cost ``candidates`` × the scoring set. Needs only generation from the
 optimizer; in ``choice`` answer mode the target model must also score
 log-probabilities.
@@ -78,7 +83,7 @@ _RESTATED = re.compile(r"^(?:the\s+)?instruction\s+(?:was|is)\s*(?:to\s+)?:?\s*"
 
 
 class APE(Strategy):
-    """Automatic Prompt Engineer (APE, with iterative resampling), with the paper's defaults.
+    """Automatic Prompt Engineer (plain APE by default; iterative APE with ``resample_rounds``).
 
     Args:
         n_demo_sets: demonstration sets the proposals are induced from (reference
@@ -89,8 +94,9 @@ class APE(Strategy):
         temperature: optimizer sampling temperature (reference config: 0.9).
         keep_fraction: the top fraction kept after each filtering pass, "top k%"
             in Algorithm 1 (the paper gives no number; 10% keeps 5 of 50).
-        resample_rounds: rounds of iterative APE after the first pass (paper,
-            Section 5.3: returns diminish after three rounds; 0 is plain APE).
+        resample_rounds: rounds of iterative APE after the first pass; 0 (the
+            default) is plain APE, the paper's main method; the paper's iterative
+            runs use 3 (Section 5.3: returns diminish after three rounds).
         stage_examples: scoring examples per filtering stage (ours; the paper
             gives no number).
         stage_keep: fraction of candidates that survive a filtering stage (ours).
@@ -98,13 +104,13 @@ class APE(Strategy):
             docstring); an int scores on that many seeded training examples.
 
     Example:
-        >>> APE(resample_rounds=0).get_params()["n_demos"]
-        5
+        >>> APE().get_params()["resample_rounds"]
+        0
     """
 
     name: ClassVar[str] = "ape"
-    summary: ClassVar[str] = ("instruction induction from demonstrations, adaptive filtering and "
-                              "iterative resampling (Zhou et al., 2023)")
+    summary: ClassVar[str] = ("instruction induction from demonstrations and adaptive filtering, "
+                              "optionally iterative resampling (Zhou et al., 2023)")
     constraints: ClassVar[dict[str, Any]] = {
         "n_demo_sets": Interval(int, 1), "prompts_per_demo_set": Interval(int, 1), "n_demos": Interval(int, 1),
         "temperature": Interval(float, 0, 2), "keep_fraction": Interval(float, 0.001, 1),
@@ -113,7 +119,7 @@ class APE(Strategy):
     }
 
     def __init__(self, *, n_demo_sets: int = 5, prompts_per_demo_set: int = 10, n_demos: int = 5,
-                 temperature: float = 0.9, keep_fraction: float = 0.1, resample_rounds: int = 3,
+                 temperature: float = 0.9, keep_fraction: float = 0.1, resample_rounds: int = 0,
                  stage_examples: int = 10, stage_keep: float = 0.5, score_examples: int | None = None) -> None:
         self.n_demo_sets = n_demo_sets
         self.prompts_per_demo_set = prompts_per_demo_set

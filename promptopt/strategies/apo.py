@@ -14,7 +14,12 @@ the beam:
 
 The beam for the next round is chosen from parents + successors by
 best-arm identification on dev samples (``selector``: UCB, UCB-E, successive
-rejects, or brute force for comparison).
+rejects, or brute force for comparison). ``"sr"`` is successive rejects as
+Audibert & Bubeck (2010) define it, whom the paper cites: each phase adds
+examples new to the survivors and rejects the lowest running mean. The paper's
+reference code (microsoft/LMOps) rejects on a fresh sample per phase instead,
+often of only 4 examples (21 of the 32 phases for a full beam's 36 candidates
+under the default budget); ``"sr-protegi"`` runs that variant.
 
 Cost drivers: ``rounds`` × ``beam_size`` × (``minibatch_size`` target calls +
 ``n_gradients`` × (2 + ``mc_samples_per_step``) optimizer calls) plus the
@@ -93,7 +98,9 @@ class APO(Strategy):
         steps_per_gradient: rewritten prompts asked for per reason.
         mc_samples_per_step: paraphrases per new prompt (Monte-Carlo expansion).
         max_expansion_factor: successors kept per parent (sampled down).
-        selector: ``"ucb"``, ``"ucb-e"``, ``"sr"`` (successive rejects) or ``"bf"`` (brute force).
+        selector: ``"ucb"``, ``"ucb-e"``, ``"sr"`` (successive rejects, Audibert &
+            Bubeck), ``"sr-protegi"`` (the reference code's variant: a fresh sample
+            per phase, rejection on that sample alone) or ``"bf"`` (brute force).
         eval_rounds: bandit rounds (UCB).
         eval_prompts_per_round: arms pulled per bandit round (UCB).
         samples_per_eval: examples per pull; the selection budget is

@@ -11,7 +11,7 @@ and the reference configuration (microsoft/PromptWizard,
 2. **Score**: every candidate answers minibatches of ``questions_batch_size``
    training questions until it gets one wrong, ``min_correct_count`` batches
    right, or ``max_eval_batches`` run out; its score is the fraction of batches
-   answered right. The ``top_n`` best are kept (shorter wins ties).
+   answered right. The ``top_n`` best are kept (longer wins ties).
 3. **Critique and refine**: the optimizer lists what the instruction got wrong
    on the examples it failed (or, if it failed none, how it could do better
    still) and rewrites it from that critique; refinements are scored and the
@@ -293,9 +293,13 @@ class PromptWizard(Strategy):
         return scored
 
     def select_top(self, scored: Sequence[Scored]) -> list[Scored]:
-        """The ``top_n`` best by score; shorter instructions win ties (as in the reference)."""
+        """The ``top_n`` best by score; longer instructions win ties, then the earlier one.
+
+        This is the reference's default (``select_top_prompts`` in
+        microsoft/PromptWizard, with ``resolve_tie_criteria="max"``).
+        """
         unique = list({s.prompt.id: s for s in scored}.values())
-        return sorted(unique, key=lambda s: (-s.score, len(s.prompt.instruction)))[: self.top_n]
+        return sorted(unique, key=lambda s: (-s.score, -len(s.prompt.instruction)))[: self.top_n]
 
     def critique_and_refine(self, ctx: Context, scored: Scored, examples: Sequence[Example],
                             operator: str) -> Prompt | None:

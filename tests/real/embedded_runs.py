@@ -1,11 +1,15 @@
-"""Shared pieces of the real-model tests: the data folder and a tiny run of a strategy on sst2."""
+"""Shared pieces of the real-model tests: the data folder, a tiny run of a strategy on sst2, and the
+check of the Run's choice that every run must pass."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import promptopt
 from promptopt.strategies import Strategy
@@ -16,12 +20,42 @@ BUDGET = promptopt.Budget(target_calls=100, optimizer_calls=6)
 
 def run_on_sst2(tmp_path: Path, strategy: Strategy) -> tuple[promptopt.Result, list[dict[str, Any]]]:
     """A choice-mode run on 8 dev / 10 test examples under :data:`BUDGET`, with the checks every run must pass."""
+    cache = tmp_path / "cache.sqlite"
     result = promptopt.optimize("sst2", strategy, "llamacpp:smollm2", budget=BUDGET, n_dev=8, n_test=10, seed=0,
-                                data_dir=DATA_DIR, offline=True, runs_dir=tmp_path / "runs", cache=False)
-    events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+                                data_dir=DATA_DIR, offline=True, runs_dir=tmp_path / "runs", cache=cache)
+    events = read_events(result)
     assert result.answer_mode == "choice"
     search = result.usage["search"]
     assert 0 < search["target"]["calls"] <= 100 and 0 < search["optimizer"]["calls"] <= 6
-    assert result.best_dev >= result.seed_dev and result.best_test.n == 10
+    assert result.best_test.n == 10
     assert sum(e["type"] == "candidate" for e in events) == result.n_candidates
+    check_selection(result, events, cache, n_dev=8, n_test=10)
     return result, events
+
+
+def read_events(result: promptopt.Result) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+
+
+def check_selection(result: promptopt.Result, events: Sequence[dict[str, Any]], cache: Path, *,
+                    n_dev: int, n_test: int) -> None:
+    """The Run's choice of best prompt, checked against what the search measured.
+
+    ``best_dev >= seed_dev`` checked nothing (the Run keeps the better of the two). These fail when
+    selection breaks, whichever prompt the model prefers:
+
+    * the seed and the best were scored on every dev example during the search: scoring them again
+      from the run's cache sends no call and gives the dev means the result reports (a partly scored
+      candidate, or a partial mean, would show);
+    * no candidate the search scored on all of dev at once has a higher mean than the best;
+    * the seed is replaced only by a candidate strictly better on dev (ties go to the seed).
+    """
+    for prompt, reported in ((result.seed_prompt, result.seed_dev), (result.best_prompt, result.best_dev)):
+        again = promptopt.evaluate(prompt, result.task, split="dev", answer_mode=result.answer_mode, seed=result.seed,
+                                   n_dev=n_dev, n_test=n_test, data_dir=DATA_DIR, offline=True, cache=cache)
+        assert again.usage["target"]["paid_calls"] == 0, f"{prompt.id} was not scored on all of dev"
+        assert again.score.n == n_dev and again.score.mean == pytest.approx(reported)
+    full_dev = [e["mean"] for e in events if e["type"] == "evaluation" and e["dev"] and e["n"] == n_dev]
+    assert full_dev and max(full_dev) <= result.best_dev + 1e-9
+    if result.best_prompt != result.seed_prompt:
+        assert result.best_dev > result.seed_dev

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from embedded_runs import DATA_DIR
+from embedded_runs import DATA_DIR, check_selection, read_events
 
 import promptopt
 
@@ -32,14 +31,14 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, promptopt
 
 
 def test_apo_runs_end_to_end_within_its_budget(first_run: tuple[Path, promptopt.Result]) -> None:
-    _, result = first_run
+    tmp, result = first_run
     assert result.answer_mode == "choice"
     search = result.usage["search"]
     assert 0 < search["target"]["calls"] <= 120 and search["optimizer"]["paid_calls"] > 0
-    assert result.best_dev >= result.seed_dev
     assert result.seed_test.n == result.best_test.n == 20
-    events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
+    events = read_events(result)
     assert sum(e["type"] == "candidate" for e in events) == result.n_candidates
+    check_selection(result, events, tmp / "cache.sqlite", n_dev=10, n_test=20)
     assert Path(result.run_dir, "best_prompt.txt").read_text().strip()
 
 
@@ -81,19 +80,43 @@ def test_apo_through_a_real_openai_compatible_server(llama_server_url: str, tmp_
 
 
 def test_calls_kept_back_finish_scoring_the_best_partly_scored_candidate(tmp_path: Path) -> None:
-    """APO's bandit pulls see 6 of 10 dev examples; a cap of 60 stops it mid-selection."""
+    """APO's bandit pulls see 6 of 10 dev examples; a cap of 60 stops it mid-selection.
+
+    Asserts the mechanism only, never which prompt wins: that depends on the model's replies,
+    which differ from one CPU to another.
+    """
     kept = _optimize(tmp_path, budget=promptopt.Budget(target_calls=60), model_options={"n_threads": 1})
     spent = _optimize(tmp_path, budget=promptopt.Budget(target_calls=60), model_options={"n_threads": 1},
                       finalist_reserve=0)
-    assert kept.usage["search"]["target"]["calls"] <= 60 and spent.usage["search"]["target"]["calls"] <= 60
-    assert kept.stopped_by is not None and "8 kept back" in (kept.stopped_by or "")  # 4 examples x 2 labels
-    candidates = {}
-    for result in (kept, spent):
-        events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
-        dev = [e for e in events if e["type"] == "evaluation" and e["dev"]]
-        partial = {e["prompt_id"] for e in dev if e["n"] < 10} - {dev[0]["prompt_id"]}
-        full = {e["prompt_id"] for e in dev if e["n"] == 10} - {dev[0]["prompt_id"]}
-        candidates[result is kept] = (partial, full)
-    assert candidates[False][0] and not candidates[False][1]  # without: new candidates only partly scored
-    assert candidates[True][1]  # with: one of them finished on all of dev, and it won
-    assert kept.best_prompt.id in candidates[True][1] and kept.best_dev > kept.seed_dev
+    for result in (kept, spent):  # the cap is never crossed, reserve or not
+        assert result.usage["search"]["target"]["calls"] <= 60 and result.stopped_by is not None
+    kept_events, spent_events = read_events(kept), read_events(spent)
+    reserve = [e for e in kept_events if e["type"] == "finalist_reserve"]
+    assert [e["calls"] for e in reserve] == [8] and "8 kept back" in (kept.stopped_by or "")  # 4 examples x 2 labels
+    assert not any(e["type"] == "finalist_reserve" for e in spent_events)
+
+    partial, completed = _dev_scores_around_the_stop(kept_events, kept.seed_prompt.id)
+    assert partial  # the strategy stopped before finishing any new candidate on dev
+    top = max(partial.values())
+    if top > kept.seed_dev:  # the best of them looks better than the seed on what it saw: finished from the reserve
+        assert completed, "the best partly scored candidate was not finished"
+        finished, n = completed[0]
+        assert partial[finished] == top and n == 10
+        assert kept.best_prompt.id in (kept.seed_prompt.id, finished)
+    else:  # nothing partly scored looks better than the seed: the reserve is not spent
+        assert completed == [] and kept.best_prompt == kept.seed_prompt
+    check_selection(kept, kept_events, tmp_path / "cache.sqlite", n_dev=10, n_test=20)
+
+    partial, completed = _dev_scores_around_the_stop(spent_events, spent.seed_prompt.id)
+    assert partial and completed == []  # without a reserve, nothing is left to finish them with
+
+
+def _dev_scores_around_the_stop(events: list[dict[str, Any]],
+                                seed_id: str) -> tuple[dict[str, float], list[tuple[str, int]]]:
+    """Partial dev means of the new candidates when the budget stopped the strategy (one pull each at this
+    budget), and the dev evaluations the Run made after the stop: (prompt id, examples)."""
+    stop = next(i for i, e in enumerate(events) if e["type"] == "budget_exhausted")
+    dev = [(i, e) for i, e in enumerate(events) if e["type"] == "evaluation" and e["dev"] and e["prompt_id"] != seed_id]
+    before = [e for i, e in dev if i < stop]
+    assert all(e["n"] < 10 for e in before) and len({e["prompt_id"] for e in before}) == len(before)
+    return {e["prompt_id"]: e["mean"] for e in before}, [(e["prompt_id"], e["n"]) for i, e in dev if i > stop]

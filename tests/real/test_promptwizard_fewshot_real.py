@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -34,5 +35,34 @@ def test_fewshot_joint_on_the_embedded_model(tmp_path: Path) -> None:
                       n_startup_trials=2, n_exemplars=4)
     _, events = _run(tmp_path, fewshot)
     assert any(e["type"] == "bootstrap" for e in events)
-    assert [e["type"] for e in events].count("trial") >= 1
     assert any(e["type"] == "candidate" and e["operator"] == "demos" for e in events)
+    _check_trials_and_full_evaluations(events, full_eval_steps=2, minibatch_size=4, n_dev=8)
+
+
+def _check_trials_and_full_evaluations(events: list[dict[str, Any]], *, full_eval_steps: int, minibatch_size: int,
+                                       n_dev: int) -> None:
+    """Each trial is scored on a minibatch of dev, and after every ``full_eval_steps`` trials the combination
+    with the best mean minibatch score not yet fully scored is scored on all of dev. Which combination that
+    is depends on the model's replies; that it is the best-looking one does not."""
+    trials = [e for e in events if e["type"] == "trial"]
+    assert [t["index"] for t in trials] == list(range(len(trials))) and len(trials) >= full_eval_steps
+    minibatch: dict[tuple[int, int], list[float]] = {}
+    fully_scored: set[tuple[int, int]] = set()
+    due = False  # a full evaluation must come before the next trial
+    for before, e in pairwise(events):
+        if e["type"] == "trial":
+            assert not due
+            if before["type"] == "evaluation":  # none when every pair was scored before (free)
+                assert (before["prompt_id"], before["n"]) == (e["prompt_id"], minibatch_size)
+                assert before["mean"] == e["score"]
+            minibatch.setdefault((e["instruction"], e["demo_set"]), []).append(e["score"])
+            due = (e["index"] + 1) % full_eval_steps == 0
+        elif e["type"] == "full_eval":
+            pending = {c: sum(s) / len(s) for c, s in minibatch.items() if c not in fully_scored}
+            chosen = (e["instruction"], e["demo_set"])
+            assert pending[chosen] == max(pending.values())
+            fully_scored.add(chosen)
+            if before["type"] == "evaluation":
+                assert (before["n"], before["mean"]) == (n_dev, e["score"])
+            due = False
+    assert fully_scored  # at least one full evaluation happened

@@ -103,6 +103,18 @@ def test_iterative_ape_resamples_the_elites(parity_task: Task, tmp_path: Path) -
     assert len(rounds) == 2 and result.best_prompt.id in rounds[-1]["elites"]  # type: ignore[operator]
 
 
+def test_by_default_ape_is_plain_one_pool_filtered_once(parity_task: Task, tmp_path: Path) -> None:
+    backend = FakeBackend(reply=lambda r: (f"Use {MAGIC}: say even or odd." if r.sample_index == 0
+                                           else "Say even or odd.") if r.role == "optimizer" else parity_target(r))
+    result = _optimize(parity_task, APE(n_demo_sets=2, prompts_per_demo_set=3), backend, tmp_path)
+    asked = [r.messages[-1].content for r in backend.generate_requests if r.role == "optimizer"]
+    assert len(asked) == 2 * 3 and all("What was the instruction?" in text for text in asked)  # no variations
+    events = _events(result.run_dir)
+    assert [e["type"] for e in events].count("round") == 1
+    assert {e["operator"] for e in events if e["type"] == "candidate"} <= {"seed", "induce"}
+    assert result.best_prompt.instruction.startswith(f"Use {MAGIC}")
+
+
 def test_optimizer_cap_while_collecting_still_scores_the_proposals_in_hand(parity_task: Task,
                                                                           tmp_path: Path) -> None:
     def optimizer(req: Request) -> str:
@@ -129,7 +141,7 @@ def test_useless_optimizer_returns_the_seed(parity_task: Task, tmp_path: Path) -
 
 
 def test_parameters_round_trip_and_validate() -> None:
-    ape = APE(resample_rounds=0)
+    ape = APE()
     assert ape.get_params() == {"n_demo_sets": 5, "prompts_per_demo_set": 10, "n_demos": 5, "temperature": 0.9,
                                 "keep_fraction": 0.1, "resample_rounds": 0, "stage_examples": 10,
                                 "stage_keep": 0.5, "score_examples": None}

@@ -20,9 +20,11 @@ def _events(run_dir: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in Path(run_dir, "events.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.parametrize("selector", ["ucb", "sr-protegi"])
 def test_apo_follows_the_gradient_to_the_better_prompt(parity_task: Task, scripted_backend: FakeBackend,
-                                                      tmp_path: Path) -> None:
-    result = promptopt.optimize(parity_task, APO(**SMALL), scripted_backend, answer_mode="generate",
+                                                      tmp_path: Path, selector: str) -> None:
+    result = promptopt.optimize(parity_task, APO(**SMALL, selector=selector), scripted_backend,
+                                answer_mode="generate",
                                 budget=promptopt.Budget(target_calls=2000), runs_dir=tmp_path, cache=False)
     assert MAGIC in result.best_prompt.instruction
     assert result.best_dev == 1.0 and result.seed_dev < 1.0
@@ -63,3 +65,4 @@ def test_the_dev_examples_a_partly_scored_candidate_may_lack() -> None:
     assert APO(samples_per_eval=32).finalist_gap(20) == 0  # every pull scores all of dev
     assert APO(selector="sr", samples_per_eval=32).finalist_gap(20) == 20  # first scores can be any size
     assert APO(selector="bf").finalist_gap(20) == 20
+    assert APO(selector="sr-protegi").finalist_gap(20) == 20

@@ -58,10 +58,49 @@ def test_dominated_candidates_are_removed_as_in_the_papers_example() -> None:
     assert [p.instruction for p in pool.finalists()] == ["c3", "seed"]
 
 
-def test_of_two_identical_candidates_the_older_survives() -> None:
+def test_a_candidate_whose_leads_are_each_shared_by_some_other_is_dominated() -> None:
+    # No single candidate leads both of A's examples, but B shares e1 and C shares e2 (the reference drops A).
+    pool = _pool({"A": [1, 1, 0, 0], "B": [1, 0, 1, 0], "C": [0, 1, 0, 1]})
+    assert pool.dominated() == {0}
+    assert pool.lead_counts() == {1: 2, 2: 2}
+
+
+def test_removed_candidates_no_longer_cover_for_others() -> None:
+    # A and B (mean 0.5) are tested before C (0.75), A first. A goes (B shares e1, C shares e2); B then
+    # leads e1 alone and stays, although A and C shared all of B's leads before A went.
+    pool = _pool({"A": [1, 1, 0, 0], "B": [1, 0, 1, 0], "C": [0, 1, 1, 1]})
+    assert pool.dominated() == {0}
+    assert all(pool.front())  # every example keeps a leader
+
+
+def test_of_two_identical_candidates_the_first_seen_goes_as_in_the_reference() -> None:
     pool = _pool({"old": [1, 1, 0, 0], "new": [1, 1, 0, 0], "other": [0, 0, 1, 1]})
-    assert pool.dominated() == {1}
-    assert pool.lead_counts() == {0: 2, 2: 2}
+    assert pool.dominated() == {0}
+    assert pool.lead_counts() == {1: 2, 2: 2}
+
+
+def _dominated_by_rescanning(pool: ParetoPool) -> set[int]:
+    """The reference's procedure spelled out: scan candidates by ascending mean (ties in first-seen order),
+    drop the first whose every lead another survivor shares, and start the scan again."""
+    fronts = pool.best_per_example()
+    order = sorted(dict.fromkeys(k for f in fronts for k in f), key=pool.mean)
+    removed: set[int] = set()
+    while True:
+        alive = [k for k in order if k not in removed]
+        gone = next((k for k in alive if all(f & (set(alive) - {k}) for f in fronts if k in f)), None)
+        if gone is None:
+            return removed
+        removed.add(gone)
+
+
+def test_one_pass_removes_what_rescanning_after_each_removal_removes() -> None:
+    rng = random.Random(3)
+    ids = [f"e{i}" for i in range(6)]
+    for _ in range(300):
+        pool = ParetoPool(ids)
+        for n in range(rng.randint(1, 7)):
+            pool.add(Prompt(f"p{n}"), {i: rng.choice([0.0, 0.5, 1.0]) for i in ids})
+        assert pool.dominated() == _dominated_by_rescanning(pool)
 
 
 def test_best_mean_candidate_is_a_finalist_even_when_dominated() -> None:

@@ -14,7 +14,7 @@ import promptopt
 from promptopt.evaluator import EvalResult, ExampleResult
 from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
-from promptopt.strategies.promptwizard import PromptWizard
+from promptopt.strategies.promptwizard import PromptWizard, Scored
 from promptopt.tasks import Task
 from promptopt.testing import FakeBackend
 from promptopt.types import Example, Request
@@ -179,6 +179,13 @@ def test_score_asks_batches_until_a_miss_or_enough_right() -> None:
     assert ctx.calls == [["always", "second", "never"], ["always", "second"], ["always"]]
     assert [s.failed for s in scored] == [False, True, True]
     assert len(scored[0].shown) == 3 and len(scored[1].shown) == 1  # right answers / the failing batch
+
+
+def test_equal_scores_keep_the_longer_instruction_as_the_reference_does() -> None:
+    scored = [Scored(Prompt(text), score, (), False) for text, score in
+              [("Short.", 0.5), ("A much longer instruction.", 0.5), ("Best.", 1.0), ("Also long here.", 0.5)]]
+    top = PromptWizard(top_n=3).select_top(scored)
+    assert [s.prompt.instruction for s in top] == ["Best.", "A much longer instruction.", "Also long here."]
 
 
 def test_promptwizard_parameters_validate_and_the_constructor_only_stores_them() -> None:
