@@ -14,6 +14,7 @@ BENCHMARKS = {
     "quality-summary": "bench.quality_summary",  # the README's quality tables, from the grid's rows
     "overhead": "bench.overhead",  # engine microseconds per evaluation vs DSPy Evaluate
     "replay": "bench.replay",  # cached rerun and kill -9 + resume vs an uninterrupted run
+    "same_results": "bench.same_results",  # every strategy at two checkouts from one cache: same results?
     "scoring": "bench.scoring",  # prompt reuse across labels; gold-loss throughput vs raw llama-cpp-python
 }
 

@@ -86,6 +86,8 @@ class Context:
         #: set by :meth:`set_front`, :meth:`select_final_by`; read by the Run
         self.front: tuple[FrontEntry, ...] = ()
         self.selection: Selection | None = None
+        #: the strategy's current leaders (:meth:`offer`), best first
+        self.offered: tuple[Prompt, ...] = ()
         self._tokenizer: Tokenizer | None = None
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
@@ -204,6 +206,18 @@ class Context:
             self._emit(events.make(events.CANDIDATE, prompt_id=cand.id, parents=list(cand.parents),
                                    operator=operator, prompt=candidate.to_dict()))
         return new
+
+    def offer(self, prompts: Sequence[Prompt]) -> None:
+        """Hand over the strategy's current leaders, best first (replacing those offered before).
+
+        If the budget stops the search, the Run scores them on all of dev from the
+        calls it kept back (``finalist_reserve``), so a stop does not lose candidates
+        the strategy holds but has scored only on training examples or part of dev.
+        """
+        prompts = tuple({p.id: p for p in prompts}.values())
+        if [p.id for p in prompts] != [p.id for p in self.offered]:
+            self.offered = prompts
+            self._emit(events.make(events.OFFER, prompt_ids=[p.id for p in prompts]))
 
     def set_front(self, front: Sequence[FrontEntry]) -> None:
         """Hand the Run a Pareto front (each candidate with its objective values) for the Result."""

@@ -54,6 +54,7 @@ FRONT = "front"
 BUDGET_EXHAUSTED = "budget_exhausted"
 FINALIST_RESERVE = "finalist_reserve"
 FINALIST_UNSCORED = "finalist_unscored"
+OFFER = "offer"
 TEST = "test"
 RESULT = "result"
 PROGRESS = "progress"
@@ -71,6 +72,7 @@ KINDS: Mapping[str, EventKind] = {k.name: k for k in (
     EventKind(BUDGET_EXHAUSTED, {"reason": str}, doc="a cap stopped the search (or refused a finalist)"),
     EventKind(FINALIST_RESERVE, {"candidates": int, "calls": int}, doc="target calls kept back for finalists"),
     EventKind(FINALIST_UNSCORED, {"prompt_id": str, "reason": str}, doc="a finalist the budget refused"),
+    EventKind(OFFER, {"prompt_ids": list}, doc="the strategy's current leaders, best first (ctx.offer)"),
     EventKind(TEST, {"prompt_id": str, "mean": _NUMBER, "n": int, "scores": dict},
               doc="the final test evaluation of the seed or the best prompt"),
     EventKind(RESULT, {"best_prompt_id": str, "best_test": _NUMBER}, doc="the run's end"),

@@ -202,16 +202,20 @@ class _Run:
     def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
         """Score on all of dev, while the budget lasts, the finalists the strategy returned, in its order.
 
-        A strategy the budget ``stopped`` returned none: with a finalist reserve,
-        the candidates it scored on part of dev whose partial mean beats the best
-        full one are scored instead, best first. Returns why the budget refused a
-        returned finalist, if it did; every candidate left unscored is noted.
+        A strategy the budget ``stopped`` returned none: with a finalist reserve, the
+        leaders it last offered (:meth:`Context.offer`, up to ``finalist_reserve`` of
+        them, in its order), then the candidates it scored on part of dev whose
+        partial mean beats the best full one, best first, are scored instead.
+        Returns why the budget refused a returned finalist, if it did; every
+        candidate left unscored is noted.
         """
         refused = None
         for prompt in {p.id: p for p in finalists}.values():
             reason = self._complete(ctx, prompt)  # tried even after a refusal: a later one may fit
             refused = refused or reason
         if stopped and self.finalist_reserve > 0:
+            for prompt in ctx.offered[: self.finalist_reserve]:
+                self._complete(ctx, prompt)
             for cand in self.history.partly_scored():
                 best = self.history.best()
                 if best is None or cand.dev_mean() > best.dev_mean():

@@ -131,6 +131,11 @@ class APE(Strategy):
         self.stage_keep = stage_keep
         self.score_examples = score_examples
 
+    def finalist_gap(self, n_dev: int) -> int:
+        """A candidate dropped or stopped after the first filtering stage has ``stage_examples`` dev
+        examples scored; scored on train (``score_examples``), it has none."""
+        return max(0, n_dev - self.stage_examples) if self.score_examples is None else n_dev
+
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)
         pool_size = self.n_demo_sets * self.prompts_per_demo_set
@@ -211,4 +216,5 @@ class APE(Strategy):
             if done < len(order):
                 alive = alive[: max(keep, math.ceil(len(alive) * self.stage_keep))]
             ctx.note("filter_stage", n_examples=done, survivors=[p.id for p in alive])
+            ctx.offer(alive[:keep])  # the leaders by running mean, for the Run to finish if the budget stops us
         return alive[:keep]

@@ -139,6 +139,10 @@ class OPRO(Strategy):
         self.score_examples = score_examples
         self.n_finalists = n_finalists
 
+    def finalist_gap(self, n_dev: int) -> int:
+        """Scored on dev, a candidate has all of it; scored on train, none of it."""
+        return 0 if self.score_examples is None else n_dev
+
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)
         trajectory = self.score(ctx, [ctx.seed_prompt], scoring_set, step=-1)
@@ -152,8 +156,12 @@ class OPRO(Strategy):
                                   max_tokens=PROPOSAL_TOKENS)
             new = self.read_replies(ctx, replies, trajectory, [s.prompt for s in shown])
             trajectory += self.score(ctx, new, scoring_set, step=step)
-        best = sorted(trajectory, key=lambda s: -s.score)  # stable: earlier wins ties
-        return [s.prompt for s in best[: self.n_finalists]]
+            ctx.offer(self.leaders(trajectory))  # a budget stop then still gets them scored on dev
+        return self.leaders(trajectory)
+
+    def leaders(self, trajectory: Sequence[Scored]) -> list[Prompt]:
+        """The ``n_finalists`` best instructions so far (earlier wins ties)."""
+        return [s.prompt for s in sorted(trajectory, key=lambda s: -s.score)[: self.n_finalists]]
 
     def shown(self, trajectory: Sequence[Scored]) -> list[Scored]:
         """The best ``max_shown`` points scoring at least ``min_score_shown``, lowest score first."""

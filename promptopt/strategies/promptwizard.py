@@ -222,15 +222,21 @@ class PromptWizard(Strategy):
         self.generate_expert_identity = generate_expert_identity
         self.temperature = temperature
 
+    def finalist_gap(self, n_dev: int) -> int:
+        """Candidates are scored on training examples only: a leader lacks all of dev."""
+        return n_dev
+
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seen = ctx.sample(ctx.train, self.seen_set_size)
         best = ctx.seed_prompt
         for round_index in range(self.mutate_refine_iterations):
             ctx.note("round", index=round_index, best=best.id)
             best = self.mutate_and_refine(ctx, best, seen)
+            ctx.offer([best])  # scored on train only: the Run finishes it on dev if the budget stops us
         instruction_only = best
         chosen = self.select_examples(ctx, best, seen)
         best, chosen = self.refine_with_examples(ctx, best, chosen, seen)
+        ctx.offer([best, instruction_only])
         demos = self.reasoning_demos(ctx, best, chosen)
         combined = replace(best, demos=demos, system=self.expert_identity(ctx, best))
         ctx.record(combined, [best], "combine")

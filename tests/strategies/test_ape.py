@@ -151,3 +151,23 @@ def test_parameters_round_trip_and_validate() -> None:
         APE(keep_fraction=0.0).validate()
     with pytest.raises(ConfigError, match="'stage_examples' parameter of APE must be an int >= 1; got 0"):
         APE(stage_examples=0).validate()
+
+
+def test_a_budget_stop_in_the_first_filtering_pass_still_finishes_the_leader_on_dev(parity_task: Task,
+                                                                                   tmp_path: Path) -> None:
+    induced = iter(range(9, -1, -1))
+
+    def optimizer(req: Request) -> str:
+        return f"The instruction was to answer at level {next(induced)}: even or odd."
+
+    backend = FakeBackend(reply=lambda r: optimizer(r) if r.role == "optimizer" else graded_target(r))
+    ape = APE(n_demo_sets=2, prompts_per_demo_set=5, n_demos=3, stage_examples=4)
+    # the seed's 12 dev calls, 8 kept back for one leader's other dev examples: 20 left for the first stage,
+    # which needs 10 x 4
+    result = promptopt.optimize(parity_task, ape, backend, answer_mode="generate", cache=False, runs_dir=tmp_path,
+                                budget=promptopt.Budget(target_calls=40))
+    assert result.stopped_by is not None
+    stage_scored = [e for e in _events(result.run_dir) if e["type"] == "evaluation" and e["n"] == 4]
+    assert 0 < len(stage_scored) < 10  # the cap came inside the first stage
+    assert result.best_prompt.instruction == "Answer at level 9: even or odd."  # finished on all of dev
+    assert result.usage["search"]["target"]["calls"] <= 40

@@ -145,3 +145,21 @@ def test_parameters_round_trip_and_validate() -> None:
         OPRO(instructions_per_step=0).validate()
     with pytest.raises(ConfigError, match="'score_examples' parameter of OPRO"):
         OPRO(score_examples=0).validate()
+
+
+def test_train_scoring_stopped_by_the_budget_still_gets_its_leader_scored_on_dev(parity_task: Task,
+                                                                                   tmp_path: Path) -> None:
+    def one_new_instruction_per_step(req: Request) -> str:
+        shown = req.messages[-1].content.count("Instruction: <INS>")
+        if shown == 1:
+            return f"<INS>Use {MAGIC}: say whether the number is even or odd.</INS>"
+        return f"<INS>Say if the number is even or odd, version {shown}.</INS>"
+
+    # the seed on 30 dev examples, 30 calls kept back for one leader; steps of 10 train examples until the cap
+    result = _optimize(parity_task, OPRO(n_steps=50, instructions_per_step=1, score_examples=10),
+                       _backend(one_new_instruction_per_step), tmp_path, promptopt.Budget(target_calls=100))
+    assert result.stopped_by is not None
+    offers = [e for e in _events(result.run_dir) if e["type"] == "offer"]
+    assert offers and offers[-1]["prompt_ids"][0] == result.best_prompt.id
+    assert MAGIC in result.best_prompt.instruction and result.best_dev == 1.0
+    assert result.usage["search"]["target"]["calls"] <= 100

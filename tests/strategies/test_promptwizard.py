@@ -198,3 +198,24 @@ def test_promptwizard_parameters_validate_and_the_constructor_only_stores_them()
         PromptWizard(top_n=0).validate()
     with pytest.raises(ConfigError, match="refine_instruction"):
         PromptWizard(refine_instruction="yes").validate()  # type: ignore[arg-type]
+
+
+def test_a_target_cap_after_the_first_round_still_gets_its_leader_scored_on_dev(parity_task: Task,
+                                                                               tmp_path: Path) -> None:
+    def reply(r: Request) -> str:
+        return wizard_optimizer(r) if r.role == "optimizer" else _needs_the_word(r)
+
+    wizard = PromptWizard(**{**SMALL, "mutate_refine_iterations": 2})
+    uncapped = _run(parity_task, wizard, reply, tmp_path / "uncapped")
+    first_offer = next(e for e in _events(uncapped.run_dir) if e["type"] == "offer")
+    # room for the first round (train minibatches only) beside the 12 dev calls kept back (kept back only
+    # when they are at most half of what is left after the seed's 12)
+    cap = max(first_offer["target_calls"] + 12 + 1, 12 + 2 * 12)
+    result = promptopt.optimize(parity_task, wizard, FakeBackend(reply=reply), answer_mode="generate", cache=False,
+                                budget=promptopt.Budget(target_calls=cap), runs_dir=tmp_path / "capped")
+    assert result.stopped_by is not None and result.usage["search"]["target"]["calls"] <= cap
+    kinds = [e["type"] for e in _events(result.run_dir)]
+    second_round = [i for i, kind in enumerate(kinds) if kind == "round"][1]
+    assert "budget_exhausted" in kinds[second_round:] and "offer" not in kinds[second_round:]  # stopped in round 2
+    assert result.best_prompt.id == first_offer["prompt_ids"][0] and MAGIC in result.best_prompt.instruction
+    assert result.best_dev == 1.0
