@@ -20,7 +20,8 @@ def test_subpackage_exports() -> None:
                                                     "Strategy", "StrategyInfo", "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
                                                   "ResponseCache", "RetryPolicy", "RetryingBackend",
-                                                  "make_backend", "parse_model_string"]
+                                                  "backend_class", "list_backends", "make_backend",
+                                                  "parse_model_string"]
     assert sorted(promptopt.testing.__all__) == ["FakeBackend", "FaultPlan", "free_port", "run_fault_server",
                                                  "run_llama_server", "smollm2_path"]
 
