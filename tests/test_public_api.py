@@ -11,8 +11,8 @@ import promptopt.testing
 def test_top_level_exports() -> None:
     assert sorted(promptopt.__all__) == [
         "BackendError", "Budget", "BudgetExhausted", "CapabilityError", "ConfigError", "DataError", "Demo",
-        "Estimate", "Example", "Prompt", "PromptoptError", "Result", "RetryPolicy", "Score", "UnknownNameError",
-        "estimate", "evaluate", "optimize"]
+        "Estimate", "Example", "Prompt", "PromptoptError", "Result", "RetryPolicy", "RunConfig", "Score",
+        "UnknownNameError", "estimate", "evaluate", "optimize"]
 
 
 def test_subpackage_exports() -> None:
