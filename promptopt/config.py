@@ -297,7 +297,7 @@ class RunConfig:
             raise kind(f"{Where(source, lines)(key)}: {named}{exc}") from None
 
 
-# --- helpers -----------------------------------------------------------------------------------
+# --- fields, defaults and tables ---------------------------------------------------------------
 
 
 @functools.cache

@@ -144,7 +144,7 @@ def _imports(path: Path) -> list[tuple[str, str]]:
             for alias in node.names]
 
 
-def test_no_backend_imports_another_backends_private_helpers() -> None:
+def test_no_backend_imports_another_backends_private_names() -> None:
     modules = {p.stem for p in (PACKAGE / "backends").glob("*.py") if not p.stem.startswith("_")}
     assert modules >= {"llamacpp", "openai", "litellm", "vllm"}
     for path in (PACKAGE / "backends").glob("*.py"):
