@@ -5,12 +5,17 @@ Example:
     >>> budget = promptopt.Budget(target_calls=400)
     >>> result = promptopt.optimize(task="sst2", strategy="apo", budget=budget)  # doctest: +SKIP
     >>> result.best_prompt, result.test_score  # doctest: +SKIP
+
+The same run from a configuration file (``promptopt optimize --config run.toml``):
+
+    >>> result = promptopt.optimize(config=promptopt.RunConfig.from_toml("run.toml"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 from promptopt.backends import RetryPolicy
 from promptopt.budget import Budget
+from promptopt.config import RunConfig
 from promptopt.estimate import Estimate, estimate
 from promptopt.evaluate import evaluate
 from promptopt.exceptions import (
@@ -41,6 +46,7 @@ __all__ = [
     "PromptoptError",
     "Result",
     "RetryPolicy",
+    "RunConfig",
     "Score",
     "UnknownNameError",
     "estimate",

@@ -9,10 +9,11 @@ from typing import Any
 
 from promptopt.backends import Backend
 from promptopt.budget import Budget
+from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
 from promptopt.evaluator import resolve_answer_mode
 from promptopt.session import Session
 from promptopt.strategies import Strategy
-from promptopt.task_options import TaskOptions, check_run_inputs
+from promptopt.task_options import check_run_inputs
 from promptopt.tasks import Task
 
 __all__ = ["Estimate", "estimate"]
@@ -68,32 +69,30 @@ def _calls_per_example(task: Task, mode: str) -> float:
     return sum(counts) / len(counts) if counts else 1.0
 
 
-def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = "llamacpp:smollm2",
+def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL,
              *, optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
              answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
              n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
              data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              model_options: Mapping[str, Any] | None = None,
-             optimizer_options: Mapping[str, Any] | None = None) -> Estimate:
+             optimizer_options: Mapping[str, Any] | None = None, config: RunConfig | None = None) -> Estimate:
     """Check a run's configuration and bound what it would spend, without calling any model.
 
-    Takes the arguments of :func:`promptopt.optimize` that change the spend.
+    Takes the arguments of :func:`promptopt.optimize` that change the spend, or a
+    whole :class:`RunConfig` as ``config``. Nothing is written (the cache is not opened).
     Costs are known for local backends (0); for others ``usd`` is None.
     """
-    from promptopt.run import default_budget
-
-    options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
-                          offline=offline, input_field=input_field, target_field=target_field,
-                          metric=metric, labels=tuple(labels) if labels else None)
-    strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
-    with Session(model, optimizer_model, budget=Budget(), cache_path=None, model_options=model_options,
-                 optimizer_options=optimizer_options) as session:
-        mode = resolve_answer_mode(task_obj, session.target, answer_mode)
+    arguments = {k: v for k, v in locals().items() if k != "config"}  # RunConfig's fields
+    cfg = config_from_call(config, arguments, "estimate")
+    strat, task_obj = check_run_inputs(cfg)
+    with Session(cfg.model, cfg.optimizer_model, budget=Budget(), cache_path=None, model_options=cfg.model_options,
+                 optimizer_options=cfg.optimizer_options) as session:
+        mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target)  # a missing capability is found by a dry run too
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
-    budget = default_budget(mode) if budget is None else budget
+    budget = cfg.budget_for(mode)
     per_example = _calls_per_example(task_obj, mode)
     test_calls = int(2 * len(task_obj.splits.test) * per_example)
     per_call = _tokens_per_call(task_obj, mode)

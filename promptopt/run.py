@@ -19,29 +19,20 @@ from typing import Any
 from promptopt import events
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
+from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
 from promptopt.evaluator import Evaluator, resolve_answer_mode
-from promptopt.exceptions import BudgetExhausted, ConfigError, PromptoptError
+from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
 from promptopt.strategies import Strategy
-from promptopt.task_options import TaskOptions, check_run_inputs
+from promptopt.task_options import check_run_inputs
 from promptopt.tasks import Task
 
 __all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
-
-DEFAULT_MODEL = "llamacpp:smollm2"
-
-
-def default_budget(answer_mode: str) -> Budget:
-    """A quick search that fits a laptop; raise it for real work.
-
-    Choice mode spends one cheap scoring call per label per example, so it gets more calls.
-    """
-    return Budget(target_calls=1500 if answer_mode == "choice" else 200)
 
 EventCallback = Callable[[dict[str, Any]], None]
 
@@ -241,13 +232,6 @@ class _Run:
         return [summarize([e.score for e in r.examples]) for r in results]
 
 
-def check_finalist_reserve(value: object) -> None:
-    """Raise ConfigError unless ``value`` is None or a whole number >= 0."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-        raise ConfigError(f"finalist_reserve must be a whole number >= 0; got {value!r} "
-                          "(e.g. --finalist-reserve 1, or 0 to give the strategy the whole budget)")
-
-
 def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
              optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
              answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
@@ -257,45 +241,24 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              runs_dir: str | Path = "runs", run_id: str | None = None, cache: bool | str | Path = True,
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
-             mlflow: bool | str = False, finalist_reserve: int | None = None) -> Result:
+             mlflow: bool | str = False, finalist_reserve: int | None = None,
+             config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
+
+    Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
+    with the same name, documented there; the CLI's flags are the same names
+    (``--n-dev`` is ``n_dev``).
 
     Args:
         task: a task name (``gsm8k``, ``sst2``, ``bbh:date_understanding``,
             ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task.
         strategy: a strategy name (``apo``) or a Strategy instance.
         model: the target model, ``backend:model`` (default: embedded SmolLM2).
-        optimizer_model: the model that writes prompts (default: the target model).
         budget: caps on the search (default: :func:`default_budget`, 200 target
-            calls in generate mode, 1500 in choice mode). The final test
-            evaluation is outside the budget and reported separately.
-        seed: seeds splits, minibatches, sampling and the strategy's choices.
-        answer_mode: ``auto`` (choice where the task has labels and the backend
-            can score), ``generate`` or ``choice``.
-        strategy_params: hyper-parameters for a strategy given by name.
-        n_train / n_dev / n_test: split sizes (seeded, stratified samples; None = all).
-        data_dir: dataset cache (default: ``$PROMPTOPT_DATA_DIR`` or the user cache dir).
-        offline: never download; missing data is an error saying where to put it.
-        input_field / target_field / metric / labels: options of ``file:`` tasks.
-        runs_dir: where run directories go.
-        run_id: the run directory name (default: derived from the configuration,
-            so the same configuration reuses its directory and cache).
-        cache: True for ``<runs_dir>/cache.sqlite``, a path, or False.
-        model_options / optimizer_options: backend options (``base_url``, ``api_key``,
-            ``max_concurrency``, ``timeout`` for ``openai:``; ``n_threads`` for ``llamacpp:``).
-        retry: how transient failures are retried (default: :class:`RetryPolicy`()).
+            calls in generate mode, 1500 in choice mode).
         on_event: called with every event as it is logged (progress displays).
-        mlflow: also log the run to MLflow (extra ``promptopt[mlflow]``): True for the
-            experiment ``promptopt``, or an experiment name. The store is MLflow's
-            choice (``MLFLOW_TRACKING_URI``).
-        finalist_reserve: how many of the strategy's partly scored candidates the
-            target-call cap keeps calls back for, so that they can still be scored on
-            all of dev when the strategy runs out (0 gives the strategy the whole cap).
-            Default: 1 for a strategy that scores candidates on samples of dev
-            (:meth:`Strategy.finalist_gap` > 0: apo, fewshot, and gepa with
-            ``n_pareto``, when their samples are smaller than dev), else 0. Applies
-            only when the kept calls are at most half of the cap left after scoring
-            the seed.
+        config: the whole configuration as one :class:`RunConfig`, instead of
+            the other arguments (``optimize(config=RunConfig.from_toml("run.toml"))``).
 
     Returns:
         The :class:`Result`, also written to ``runs/<id>/result.json``.
@@ -304,45 +267,40 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         ConfigError: bad input (names, sizes, budget, data); nothing is spent.
         BackendError: a call failed for good (e.g. a bad API key); finished calls stay cached.
     """
-    check_finalist_reserve(finalist_reserve)
-    if mlflow is not False and not (mlflow is True or (isinstance(mlflow, str) and mlflow.strip())):
-        raise ConfigError(f"mlflow must be True, False or an experiment name; got {mlflow!r}")
-    if mlflow:
+    arguments = {k: v for k, v in locals().items() if k not in ("on_event", "config")}  # RunConfig's fields
+    return _optimize(config_from_call(config, arguments, "optimize"), on_event)
+
+
+def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
+    if cfg.mlflow:
         from promptopt.mlflow_logging import _import_mlflow
 
         _import_mlflow()  # a missing package is bad input, found before anything is spent
-    options = TaskOptions(n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed, data_dir=data_dir,
-                          offline=offline, input_field=input_field, target_field=target_field,
-                          metric=metric, labels=tuple(labels) if labels else None)
-    strat, task_obj = check_run_inputs(task, strategy, strategy_params, budget, answer_mode, options)
+    strat, task_obj = check_run_inputs(cfg)
+    finalist_reserve = cfg.finalist_reserve
     if finalist_reserve is None:
         finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
-    runs_path = Path(runs_dir)
-    cache_path = None if cache is False else (runs_path / "cache.sqlite" if cache is True else Path(cache))
-    with Session(model, optimizer_model, budget=Budget(), cache_path=cache_path, model_options=model_options,
-                 optimizer_options=optimizer_options, retry=retry) as session:
-        mode = resolve_answer_mode(task_obj, session.target, answer_mode)
-        budget = default_budget(mode) if budget is None else budget
-        session.meter.budget = budget
+    with _open_session(cfg, task_obj) as session:
+        mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target)
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
-                  "budget": budget.to_dict(), "finalist_reserve": finalist_reserve, "seed": seed,
-                  "answer_mode": mode,
-                  "task_options": options.to_config()}
-        run_dir = runs_path / (run_id or _config_id(config))
+                  "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
+                  "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
+        run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
-        if mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
+        if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
             from promptopt.mlflow_logging import MlflowTracker
 
-            tracker = MlflowTracker(config, run_dir, experiment="promptopt" if mlflow is True else str(mlflow))
+            experiment = "promptopt" if cfg.mlflow is True else str(cfg.mlflow)
+            tracker = MlflowTracker(config, run_dir, experiment=experiment)
             on_event = _both(on_event, tracker)
         store = None
         try:
             store = RunStore(run_dir)
             store.write_json("config.json", config)
             store.start_events()
-            result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=seed,
+            result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
                                    store=store, on_event=on_event, finalist_reserve=finalist_reserve), config)
         except BaseException:
             if tracker is not None:
@@ -354,6 +312,20 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         if tracker is not None:
             tracker.finish(result)
         return result
+
+
+def _open_session(cfg: RunConfig, task: Task) -> Session:
+    """The Session of a run of ``cfg`` on ``task``; its meter enforces the run's budget from the start.
+
+    The default budget depends on the answer mode, which depends on whether the
+    target can score: the Session works it out from the backend it opens.
+    """
+    def budget(target: Backend) -> Budget:
+        return cfg.budget_for(resolve_answer_mode(task, target, cfg.answer_mode))
+
+    return Session(cfg.model, cfg.optimizer_model, budget=budget,
+                   cache_path=cfg.cache_path(),
+                   model_options=cfg.model_options, optimizer_options=cfg.optimizer_options, retry=cfg.retry)
 
 
 def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:

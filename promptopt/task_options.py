@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptopt.budget import Budget
-from promptopt.exceptions import ConfigError
 from promptopt.tasks import Task, default_data_dir, load_task
 
 if TYPE_CHECKING:
+    from promptopt.config import RunConfig
     from promptopt.strategies import Strategy
 
 __all__ = ["TaskOptions", "check_run_inputs", "load_task_from_options", "resolve_data_dir"]
@@ -30,7 +29,8 @@ def resolve_data_dir(data_dir: str | Path | None, env: Mapping[str, str] | None 
 
 @dataclass(frozen=True, kw_only=True)
 class TaskOptions:
-    """Split sizes, seed, data location and ``file:`` task fields."""
+    """Split sizes, seed, data location and ``file:`` task fields, as a checked
+    :class:`~promptopt.config.RunConfig` holds them."""
 
     n_train: int | None = None
     n_dev: int | None = None
@@ -43,14 +43,6 @@ class TaskOptions:
     metric: str | None = None
     labels: tuple[str, ...] | None = None
 
-    def __post_init__(self) -> None:
-        for name in ("n_train", "n_dev", "n_test"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                flag = name.replace("_", "-")
-                raise ConfigError(f"{name} must be a whole number >= 1 (or None for the whole split); "
-                                  f"got {value!r}; e.g. --{flag} 50")
-
     def to_config(self) -> dict[str, Any]:
         """What changes the examples (the data location does not)."""
         return {"n_train": self.n_train, "n_dev": self.n_dev, "n_test": self.n_test,
@@ -58,20 +50,15 @@ class TaskOptions:
                 "metric": self.metric, "labels": list(self.labels) if self.labels else None}
 
 
-def check_run_inputs(task: str | Task, strategy: str | Strategy, strategy_params: Mapping[str, Any] | None,
-                     budget: Budget | None, answer_mode: str, options: TaskOptions) -> tuple[Strategy, Task]:
-    """Everything about a run that can be checked before a backend is opened: strategy and its
-    parameters, the budget's type, the task and its data, the answer mode. Returns the strategy
-    and the loaded task."""
+def check_run_inputs(config: RunConfig) -> tuple[Strategy, Task]:
+    """The strategy and the loaded task of a configuration, with the checks that need the task:
+    its data, and whether its answer mode applies. Returns the strategy and the task."""
     from promptopt.evaluator import check_answer_mode
     from promptopt.strategies import get_strategy
 
-    strat = get_strategy(strategy, dict(strategy_params or {}))
-    strat.validate()
-    if budget is not None and not isinstance(budget, Budget):
-        raise ConfigError(f"budget must be a promptopt.Budget; got {budget!r}")
-    task_obj = load_task_from_options(task, options)
-    check_answer_mode(task_obj, answer_mode)
+    strat = get_strategy(config.strategy, dict(config.strategy_params or {}))
+    task_obj = load_task_from_options(config.task, config.task_options())
+    check_answer_mode(task_obj, config.answer_mode)
     return strat, task_obj
 
 

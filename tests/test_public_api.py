@@ -11,8 +11,8 @@ import promptopt.testing
 def test_top_level_exports() -> None:
     assert sorted(promptopt.__all__) == [
         "BackendError", "Budget", "BudgetExhausted", "CapabilityError", "ConfigError", "DataError", "Demo",
-        "Estimate", "Example", "Prompt", "PromptoptError", "Result", "RetryPolicy", "Score", "UnknownNameError",
-        "estimate", "evaluate", "optimize"]
+        "Estimate", "Example", "Prompt", "PromptoptError", "Result", "RetryPolicy", "RunConfig", "Score",
+        "UnknownNameError", "estimate", "evaluate", "optimize"]
 
 
 def test_subpackage_exports() -> None:
@@ -22,7 +22,8 @@ def test_subpackage_exports() -> None:
                                                     "TabuSearch", "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
                                                   "ResponseCache", "RetryPolicy", "RetryingBackend",
-                                                  "make_backend", "parse_model_string"]
+                                                  "backend_class", "list_backends", "make_backend",
+                                                  "parse_model_string"]
     assert sorted(promptopt.testing.__all__) == ["FakeBackend", "FaultPlan", "free_port", "run_fault_server",
                                                  "run_llama_server", "smollm2_path"]
 

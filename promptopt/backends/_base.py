@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,9 @@ class Backend(ABC):
     ``retryable`` set; library exceptions never leak past the backend module.
 
     Call order: any number of ``agenerate``/``ascore`` calls, then ``aclose``.
+
+    A backend named by a model string (``<prefix>:<name>``) is built by the
+    registry as ``cls(name, **cls.resolve_options(options, env))``.
     """
 
     #: backend family, e.g. ``"llamacpp"``
@@ -75,6 +78,24 @@ class Backend(ABC):
     #: model name within the backend, e.g. ``"smollm2"``
     model: str = ""
     capabilities: Capabilities = Capabilities()
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+        """The constructor's keyword arguments, from the options the caller gave.
+
+        Called where a run starts, with the process environment: a backend that
+        takes endpoints or keys from environment variables reads them here, for
+        the options not given, and never in its constructor. The result is
+        passed to the constructor only; it is never logged or stored.
+
+        Args:
+            options: the caller's options (API ``model_options``, CLI flags, config file).
+            env: the environment variables.
+
+        Returns:
+            The options unchanged (the default); backends override it.
+        """
+        return dict(options)
 
     @abstractmethod
     async def agenerate(self, requests: Sequence[Request]) -> list[Completion]:

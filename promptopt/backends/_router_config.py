@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from promptopt._toml import KeyPath as _Path
+from promptopt._toml import Where as _Where
+from promptopt._toml import parse_toml as _parse_toml
 from promptopt.exceptions import ConfigError
 
 __all__ = ["ROUTING_STRATEGIES", "load_router_config", "router_arguments", "router_key_envs",
@@ -53,28 +55,6 @@ _TEXT_FIELDS = ("name", "model_name", "model", "api_base", "api_key_env")
 _LIMIT_FIELDS = ("rpm", "tpm")
 _DEPLOYMENT_FIELDS = (*_TEXT_FIELDS, *_LIMIT_FIELDS)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-_Path = tuple[str | int, ...]
-
-
-class _Where:
-    """Turns a field's path in the parsed data into ``"<file> line <n>"`` for messages."""
-
-    def __init__(self, source: str, lines: Mapping[_Path, int] | None = None) -> None:
-        self.source = source
-        self.lines = dict(lines or {})
-
-    def __call__(self, path: _Path) -> str:
-        # A missing field has no line of its own: point at the nearest enclosing one.
-        for end in range(len(path), 0, -1):
-            line = self.lines.get(path[:end])
-            if line is not None:
-                return f"{self.source} line {line}"
-        return self.source
-
-    def fail(self, path: _Path, message: str) -> ConfigError:
-        return ConfigError(f"{self(path)}: {message}")
-
 
 # --- reading files ------------------------------------------------------------------------
 
@@ -115,83 +95,6 @@ def load_router_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"cannot read router file {source!r}: {exc}") from None
     data, lines = _parse_toml(text, source) if suffix == ".toml" else _parse_yaml(text, source)
     return _validate(data, _Where(source, lines))
-
-
-def _parse_toml(text: str, source: str) -> tuple[Any, dict[_Path, int]]:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise ConfigError(f"reading {source!r} on Python 3.10 needs tomli; run `pip install tomli`") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
-        detail = re.sub(r"\s*\(at line \d+, column \d+\)", "", message).rstrip(".")
-        where = f"{source} line {line}" if line else source
-        raise ConfigError(f"{where}: not valid TOML ({detail})") from None
-    return data, _toml_lines(text)
-
-
-_HEADER = re.compile(r"\s*(\[\[?)\s*([^\[\]]+?)\s*\]\]?\s*(?:#.*)?$")
-_KEY = re.compile(r"""\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+(?:\s*\.\s*[A-Za-z0-9_-]+)*)\s*=\s*(.*)$""")
-_INLINE_KEY = re.compile(r"""[{,]\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
-
-
-def _key_parts(key: str) -> tuple[str, ...]:
-    if key[0] in "\"'":
-        return (key[1:-1],)
-    return tuple(part.strip() for part in key.split("."))
-
-
-def _toml_lines(text: str) -> dict[_Path, int]:
-    """Where each table, array-of-tables entry and key of a TOML text starts (best effort).
-
-    ``tomllib`` keeps no positions, so this scans the lines: ``[table]`` and
-    ``[[array]]`` headers, ``key = value`` lines, and one inline table per line
-    inside a multi-line array (``deployments = [ {...}, {...} ]``).
-    """
-    lines: dict[_Path, int] = {}
-    counts: dict[str, int] = {}
-    table: _Path = ()
-    inline: tuple[_Path, int] | None = None  # an open multi-line array: its path, items seen
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if inline is not None:
-            array, seen = inline
-            if stripped.startswith("{"):
-                lines.setdefault((*array, seen), number)
-                for match in _INLINE_KEY.finditer(stripped):
-                    lines.setdefault((*array, seen, match.group(1).strip("\"'")), number)
-                inline = (array, seen + 1)
-            if stripped.startswith("]"):
-                inline = None
-            continue
-        header = _HEADER.match(raw)
-        if header:
-            name = header.group(2)
-            if header.group(1) == "[[":
-                index = counts.get(name, 0)
-                counts[name] = index + 1
-                table = (*_key_parts(name), index)
-            else:
-                table = _key_parts(name)
-            lines.setdefault(table, number)
-            continue
-        key = _KEY.match(raw)
-        if key:
-            path = (*table, *_key_parts(key.group(1)))
-            lines.setdefault(path, number)
-            value = key.group(2).strip()
-            if value.startswith("[") and "]" not in value:
-                inline = (path, 0)
-    return lines
 
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[_Path, int]]:

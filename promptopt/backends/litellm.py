@@ -35,8 +35,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from promptopt._loop import gather_or_cancel
 from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits
-from promptopt.backends._router_config import load_router_config, router_arguments, validate_router_config
-from promptopt.backends.openai import RateLimitedError, _parse_retry_after
+from promptopt.backends._rate_limit import RateLimitedError, parse_retry_after
+from promptopt.backends._router_config import (
+    load_router_config,
+    router_arguments,
+    router_key_envs,
+    validate_router_config,
+)
 from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, Request
 
@@ -135,6 +140,23 @@ class LiteLLMBackend(Backend):
 
     name = "litellm"
 
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+        """``base_url`` (the CLI's ``--base-url``) is litellm's ``api_base``. A ``router`` (a file
+        path is read here) takes the keys of the variables its deployments name in ``api_key_env``,
+        as ``api_keys``, unless given. Without a router, litellm finds a hosted provider's key itself.
+        """
+        opts = dict(options)
+        if "base_url" in opts:
+            opts["api_base"] = opts.pop("base_url")
+        router = opts.get("router")
+        if router is not None:
+            router = opts["router"] = (validate_router_config(router) if isinstance(router, Mapping)
+                                       else load_router_config(router))
+            if "api_keys" not in opts:
+                opts["api_keys"] = {name: env[name] for name in router_key_envs(router) if env.get(name)}
+        return opts
+
     def __init__(
         self,
         model: str,
@@ -210,7 +232,7 @@ class LiteLLMBackend(Backend):
 
         Raises:
             BackendError: the first failure; ``retryable`` says if trying again may help.
-                A rate limit is a :class:`~promptopt.backends.openai.RateLimitedError`.
+                A rate limit is a :class:`~promptopt.backends._rate_limit.RateLimitedError`.
         """
         if not requests:
             return []
@@ -368,7 +390,7 @@ class LiteLLMBackend(Backend):
                         getattr(getattr(exc, "response", None), "headers", None)):
             if isinstance(headers, Mapping):
                 lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-                found = _parse_retry_after(lowered)
+                found = parse_retry_after(lowered)
                 if found is not None:
                     return found
         return None

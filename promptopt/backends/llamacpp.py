@@ -29,7 +29,7 @@ import hashlib
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,17 @@ class LlamaCppBackend(Backend):
     """
 
     name = "llamacpp"
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+        """``PROMPTOPT_LLAMACPP_THREADS`` fills ``n_threads`` (CPU threads) unless given."""
+        opts = dict(options)
+        threads = env.get("PROMPTOPT_LLAMACPP_THREADS", "").strip()
+        if "n_threads" not in opts and threads:
+            if not threads.isdigit() or int(threads) < 1:
+                raise ConfigError(f"PROMPTOPT_LLAMACPP_THREADS must be a whole number >= 1; got {threads!r}")
+            opts["n_threads"] = int(threads)
+        return opts
 
     def __init__(self, model: str = "smollm2", *, n_ctx: int = 4096, n_threads: int | None = None,
                  seed: int = 0) -> None:

@@ -25,16 +25,13 @@ own and appended, and the log-probs of those tokens are summed.
 from __future__ import annotations
 
 import asyncio
-import calendar
-import email.utils
 import json
-import math
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from promptopt._loop import gather_or_cancel
 from promptopt.backends._base import Backend, Capabilities, check_endpoint_limits, missing_tokenizer
+from promptopt.backends._rate_limit import RateLimitedError, parse_retry_after
 from promptopt.exceptions import BackendError, CapabilityError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
@@ -62,21 +59,6 @@ _PROBE_TIMEOUT = 10.0
 
 # Tokenizations kept per client (chat prefixes and continuations repeat across labels and examples).
 _MAX_TOKENIZED = 4096
-
-
-class RateLimitedError(BackendError):
-    """The endpoint asked us to slow down (HTTP 429, or 503 with ``Retry-After``).
-
-    Always retryable.
-
-    Args:
-        message: what happened, for a person.
-        retry_after: seconds the server asked us to wait, if it said.
-    """
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, retryable=True)
-        self.retry_after = retry_after
 
 
 class OpenAIBackend(Backend):
@@ -108,10 +90,19 @@ class OpenAIBackend(Backend):
 
     name = "openai"
 
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+        """``OPENAI_BASE_URL`` and ``OPENAI_API_KEY`` fill ``base_url`` and ``api_key`` unless given."""
+        opts = dict(options)
+        for option, variable in (("base_url", "OPENAI_BASE_URL"), ("api_key", "OPENAI_API_KEY")):
+            if option not in opts and env.get(variable):
+                opts[option] = env[variable]
+        return opts
+
     def __init__(
         self,
-        *,
         model: str,
+        *,
         base_url: str | None = None,
         api_key: str | None = None,
         max_concurrency: int = 8,
@@ -438,7 +429,7 @@ class OpenAIBackend(Backend):
         self, status: int, headers: Mapping[str, str], server_message: str,
     ) -> BackendError:
         where = self._where()
-        retry_after = _parse_retry_after(headers)
+        retry_after = parse_retry_after(headers)
         if status == 429 or (status == 503 and retry_after is not None):
             wait = f"; the server asked to wait {retry_after:g}s" if retry_after else ""
             return RateLimitedError(
@@ -511,22 +502,3 @@ def _server_message(body: object) -> str:
         message = error.get("message", error) if isinstance(error, Mapping) else error
     text = " ".join(str(message).split()) if message is not None else "no details"
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date)."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            seconds = float(headers[name]) * scale
-        except (KeyError, ValueError):
-            continue
-        return max(seconds, 0.0) if math.isfinite(seconds) else None
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    parsed = email.utils.parsedate_tz(value)
-    if parsed is None:
-        return None
-    # An HTTP date is in GMT; timegm reads the tuple as UTC, then undo any offset.
-    timestamp = calendar.timegm(parsed[:9]) - (parsed[9] or 0)
-    return max(timestamp - time.time(), 0.0)
