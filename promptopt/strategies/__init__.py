@@ -25,15 +25,19 @@ from promptopt.strategies.plum import (
     SimulatedAnnealing,
     TabuSearch,
 )
+from promptopt.strategies.pmpo import PMPO
+from promptopt.strategies.promptquine import PromptQuine, TAPruning
 from promptopt.strategies.promptwizard import PromptWizard
 
 __all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "GeneticCrossover", "GeneticMutation", "HarmonySearch",
            "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch",
            "get_strategy", "list_strategies"]
+__all__ += ["PMPO", "PromptQuine", "TAPruning"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
+BUILTIN |= {cls.name: cls for cls in (PMPO, PromptQuine, TAPruning)}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,12 @@ The ``seed`` argument only chooses the subsets asked for with ``n_train`` /
 ``n_dev`` / ``n_test`` (stratified by label when ``labels`` are declared).
 Ids are ``"<split>-<row index in the file>"``. Declaring ``labels`` makes a
 classification task (closed label set, choice mode possible, exact match).
+
+Rows with a ``rejected`` field make a preference task
+(:class:`~promptopt.tasks._preference.PreferenceTask`): each row pairs an input
+with a preferred reply (field ``chosen``, or the one ``target_field`` names)
+and a dispreferred one (``rejected``), as loss-based strategies' preference
+mode reads them; choice mode then asks which of the two the model prefers.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from promptopt.exceptions import ConfigError, DataError
 from promptopt.tasks._base import Splits, Task
 from promptopt.tasks._classification import ClassificationTask, label_instruction
 from promptopt.tasks._custom import CustomTask, check_metric
+from promptopt.tasks._preference import REJECTED, PreferenceTask
 from promptopt.tasks._records import Record, read_records
 from promptopt.tasks._sampling import seeded_order, subset_splits
 from promptopt.types import Example
@@ -33,6 +40,7 @@ from promptopt.types import Example
 __all__ = ["load_file_task"]
 
 SPLIT_FIELD = "split"
+CHOSEN_FIELD = "chosen"
 DEV_FRACTION = 0.2
 TEST_FRACTION = 0.2
 _SPLITS = ("train", "dev", "test")
@@ -42,6 +50,7 @@ _INSTRUCTIONS = {
     "contains": "Reply with the answer.",
     "numeric": 'Solve the problem. End your reply with "The answer is <number>."',
 }
+_PREFERENCE_INSTRUCTION = "Write a helpful reply."
 
 
 def load_file_task(
@@ -64,24 +73,33 @@ def load_file_task(
         seed: chooses the subsets.
 
     Returns:
-        A :class:`ClassificationTask` when ``labels`` are given, else a :class:`CustomTask`.
+        A :class:`ClassificationTask` when ``labels`` are given, a :class:`PreferenceTask`
+        when the rows have a ``rejected`` field, else a :class:`CustomTask`.
 
     Raises:
-        ConfigError: an unknown metric, or labels with a metric other than ``exact``.
+        ConfigError: an unknown metric, labels with a metric other than ``exact``, or
+            labels for a preference file.
         DataError: an unreadable or malformed file, a missing field, a target
             outside ``labels``, or an empty split (each naming the line and the fix).
     """
     metric_name = check_metric(metric or "exact")
     label_set = _check_labels(labels, metric_name)
-    fields = (input_field or "input", target_field or "target")
     records = read_records(path)
+    preference = any(REJECTED in r.fields for r in records)
+    if preference and label_set is not None:
+        raise ConfigError(f"labels do not apply to task file {path}: its rows have a {REJECTED!r} field, "
+                          "which makes (chosen, rejected) preference pairs; drop the labels")
+    fields = (input_field or "input", target_field or (CHOSEN_FIELD if preference else "target"))
     if not records:
         raise DataError(f"task file {path} has no rows; add rows with the fields {fields[0]!r} "
                         f"and {fields[1]!r}")
-    splits = _split(path, records, fields, label_set)
+    splits = _split(path, records, fields, label_set, preference)
     splits = subset_splits(splits, n_train=n_train, n_dev=n_dev, n_test=n_test, seed=seed,
                            stratify=label_set is not None)
     name = f"file:{path}"
+    if preference:
+        return PreferenceTask(name, splits, metric=metric_name, instruction=instruction or _PREFERENCE_INSTRUCTION,
+                              description=f"Preference pairs from {path} ({fields[1]!r} over {REJECTED!r}).")
     if label_set is not None:
         text = instruction or label_instruction("Classify the text as", label_set)
         return ClassificationTask(name, label_set, splits, instruction=text,
@@ -113,18 +131,23 @@ def _field(path: Path, record: Record, name: str) -> str:
 
 
 def _example(path: Path, record: Record, index: int, split: str, fields: tuple[str, str],
-             labels: tuple[str, ...] | None) -> Example:
+             labels: tuple[str, ...] | None, preference: bool = False) -> Example:
     text = _field(path, record, fields[0])
     target = _field(path, record, fields[1])
     if labels is not None and target not in labels:
         raise DataError(f"line {record.line} of {path} has target {target!r}, not one of the "
                         f"declared labels ({', '.join(labels)}); fix the row or the labels")
     meta: dict[str, Any] = {"line": record.line}
+    if preference:
+        if record.fields.get(REJECTED) is None:
+            raise DataError(f"line {record.line} of {path} has no {REJECTED!r} field; in a preference file "
+                            f"(rows with {REJECTED!r}) every row needs {fields[1]!r} and {REJECTED!r}")
+        meta[REJECTED] = _field(path, record, REJECTED)
     return Example(f"{split}-{index}", text, target, meta)
 
 
 def _split(path: Path, records: list[Record], fields: tuple[str, str],
-           labels: tuple[str, ...] | None) -> Splits:
+           labels: tuple[str, ...] | None, preference: bool = False) -> Splits:
     if any(SPLIT_FIELD in r.fields for r in records):
         names = [_split_value(path, r) for r in records]
         how = (f'add rows with "{SPLIT_FIELD}": "{{split}}", or drop the {SPLIT_FIELD!r} field '
@@ -134,7 +157,7 @@ def _split(path: Path, records: list[Record], fields: tuple[str, str],
         how = "add rows: a file without a 'split' field needs at least 3"
     parts: dict[str, list[Example]] = {s: [] for s in _SPLITS}
     for index, (record, split) in enumerate(zip(records, names, strict=True)):
-        parts[split].append(_example(path, record, index, split, fields, labels))
+        parts[split].append(_example(path, record, index, split, fields, labels, preference))
     for split in _SPLITS:
         if not parts[split]:
             raise DataError(f"the {split} split of task file {path} is empty ({len(records)} rows); "

@@ -72,7 +72,8 @@ def _builtin_infos() -> list[TaskInfo]:
     infos.append(TaskInfo("synthetic:arithmetic", "Synthetic two-number addition; no download.",
                           "number"))
     infos.append(TaskInfo("file:<path>", "Your JSONL or CSV file (fields input/target; metric "
-                          "exact, contains or numeric; optional labels).", "text"))
+                          "exact, contains or numeric; optional labels; or input/chosen/rejected "
+                          "preference pairs).", "text"))
     return infos
 
 
