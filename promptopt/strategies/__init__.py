@@ -14,6 +14,7 @@ from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.strategies._base import Strategy
 from promptopt.strategies.ape import APE
 from promptopt.strategies.apo import APO
+from promptopt.strategies.evoprompt import EvoPromptDE, EvoPromptGA
 from promptopt.strategies.fewshot import FewShot
 from promptopt.strategies.gepa import GEPA
 from promptopt.strategies.opro import OPRO
@@ -27,13 +28,14 @@ from promptopt.strategies.plum import (
 )
 from promptopt.strategies.promptwizard import PromptWizard
 
-__all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "GeneticCrossover", "GeneticMutation", "HarmonySearch",
-           "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch",
-           "get_strategy", "list_strategies"]
+__all__ = ["APE", "APO", "GEPA", "OPRO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GeneticCrossover",
+           "GeneticMutation", "HarmonySearch", "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy",
+           "StrategyInfo", "TabuSearch", "get_strategy", "list_strategies"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
+BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE)}
 
 
 @dataclass(frozen=True)
