@@ -26,16 +26,17 @@ from promptopt.strategies.plum import (
     SimulatedAnnealing,
     TabuSearch,
 )
+from promptopt.strategies.promptbreeder import PromptBreeder
 from promptopt.strategies.promptwizard import PromptWizard
 
 __all__ = ["APE", "APO", "GEPA", "OPRO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GeneticCrossover",
-           "GeneticMutation", "HarmonySearch", "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy",
-           "StrategyInfo", "TabuSearch", "get_strategy", "list_strategies"]
+           "GeneticMutation", "HarmonySearch", "HillClimbing", "PromptBreeder", "PromptWizard", "SimulatedAnnealing",
+           "Strategy", "StrategyInfo", "TabuSearch", "get_strategy", "list_strategies"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
-BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE)}
+BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder)}
 
 
 @dataclass(frozen=True)
