@@ -17,6 +17,7 @@ from promptopt.strategies.apo import APO
 from promptopt.strategies.evoprompt import EvoPromptDE, EvoPromptGA
 from promptopt.strategies.fewshot import FewShot
 from promptopt.strategies.gepa import GEPA
+from promptopt.strategies.multiobjective import MultiObjective
 from promptopt.strategies.opro import OPRO
 from promptopt.strategies.plum import (
     GeneticCrossover,
@@ -30,13 +31,13 @@ from promptopt.strategies.promptbreeder import PromptBreeder
 from promptopt.strategies.promptwizard import PromptWizard
 
 __all__ = ["APE", "APO", "GEPA", "OPRO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GeneticCrossover",
-           "GeneticMutation", "HarmonySearch", "HillClimbing", "PromptBreeder", "PromptWizard", "SimulatedAnnealing",
-           "Strategy", "StrategyInfo", "TabuSearch", "get_strategy", "list_strategies"]
+           "GeneticMutation", "HarmonySearch", "HillClimbing", "MultiObjective", "PromptBreeder", "PromptWizard",
+           "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch", "get_strategy", "list_strategies"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
-BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder)}
+BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder, MultiObjective)}
 
 
 @dataclass(frozen=True)
