@@ -21,9 +21,11 @@ with ``score_elites``, is scored on all of dev, so a run the budget stops keeps 
 Defaults, scaled from the paper's so that a small budget completes
 generations: population 10 (paper 50), minibatches of 10 (paper 100), 20
 generations (paper 20-30), crossover probability 0.1 (paper's). With the
-default choice-mode budget (1500 target calls) on a two-label task about eight
-generations fit. Our own short lists of mutation prompts (10) and thinking
-styles (10) stand in for the paper's 100 and 39.
+default choice-mode budget (1500 target calls), a two-label task and 100 dev
+examples, the seed and the first population take about 400 calls, a generation
+100, and each new elite's dev score 200: three to nine generations fit. Our own
+short lists of mutation prompts (10) and thinking styles (10) stand in for the
+paper's 100 and 39.
 
 Where this differs from the paper: one task prompt per unit (the paper evolves
 two applied in sequence), so prompt crossover, which in the paper replaces one
