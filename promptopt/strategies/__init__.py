@@ -14,8 +14,10 @@ from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.strategies._base import Strategy
 from promptopt.strategies.ape import APE
 from promptopt.strategies.apo import APO
+from promptopt.strategies.evoprompt import EvoPromptDE, EvoPromptGA
 from promptopt.strategies.fewshot import FewShot
 from promptopt.strategies.gepa import GEPA
+from promptopt.strategies.multiobjective import MultiObjective
 from promptopt.strategies.opro import OPRO
 from promptopt.strategies.plum import (
     GeneticCrossover,
@@ -26,17 +28,19 @@ from promptopt.strategies.plum import (
     TabuSearch,
 )
 from promptopt.strategies.pmpo import PMPO
+from promptopt.strategies.promptbreeder import PromptBreeder
 from promptopt.strategies.promptquine import PromptQuine, TAPruning
 from promptopt.strategies.promptwizard import PromptWizard
 
-__all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "GeneticCrossover", "GeneticMutation", "HarmonySearch",
-           "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch",
+__all__ = ["APE", "APO", "GEPA", "OPRO", "PMPO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GeneticCrossover",
+           "GeneticMutation", "HarmonySearch", "HillClimbing", "MultiObjective", "PromptBreeder", "PromptQuine",
+           "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
            "get_strategy", "list_strategies"]
-__all__ += ["PMPO", "PromptQuine", "TAPruning"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
+BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder, MultiObjective)}
 BUILTIN |= {cls.name: cls for cls in (PMPO, PromptQuine, TAPruning)}
 
 

@@ -17,8 +17,8 @@ import math
 import random
 from collections.abc import Sequence
 
-__all__ = ["crowding_distance", "dominates", "nsga2_survivors", "non_dominated_sort", "roulette", "top_k",
-           "tournament"]
+__all__ = ["crowded_tournament", "crowding_distance", "dominates", "nsga2_survivors", "non_dominated_sort",
+           "roulette", "top_k", "tournament"]
 
 
 def roulette(scores: Sequence[float], rng: random.Random, k: int = 1) -> list[int]:
@@ -142,3 +142,23 @@ def nsga2_survivors(objectives: Sequence[Sequence[float]], k: int) -> list[int]:
         kept += sorted(front, key=lambda i: (-distance[i], i))[: k - len(kept)]
         break
     return kept
+
+
+def crowded_tournament(objectives: Sequence[Sequence[float]], rng: random.Random, size: int = 2) -> int:
+    """NSGA-II's crowded-comparison tournament: of ``size`` positions drawn uniformly with
+    replacement, the one on the best front, and of those the one with the largest crowding
+    distance; of equals, the one drawn first.
+
+    Example:
+        >>> crowded_tournament([(0, 0), (1, 1), (0, 0)], random.Random(0), size=3)
+        1
+    """
+    if not objectives:
+        raise ValueError("tournament selection needs at least one candidate")
+    rank: dict[int, int] = {}
+    crowding: dict[int, float] = {}
+    for r, front in enumerate(non_dominated_sort(objectives)):
+        rank.update(dict.fromkeys(front, r))
+        crowding.update(crowding_distance(objectives, front))
+    drawn = [rng.randrange(len(objectives)) for _ in range(size)]
+    return min(drawn, key=lambda i: (rank[i], -crowding[i]))  # min keeps the first of equal keys

@@ -50,8 +50,9 @@ def test_builtin_names_and_instances() -> None:
     assert get_strategy(mine) is mine
     with pytest.raises(ConfigError, match="alongside a Strategy instance"):
         get_strategy(mine, {"rounds": 2})
-    known = ("ape, apo, fewshot, genetic, genetic-mutation, gepa, harmony, hill-climb, opro, pmpo, promptquine, "
-             "promptwizard, simulated-annealing, tabu, tapruning")
+    known = ("ape, apo, evoprompt-de, evoprompt-ga, fewshot, genetic, genetic-mutation, gepa, harmony, "
+             "hill-climb, multiobjective, opro, pmpo, promptbreeder, promptquine, promptwizard, simulated-annealing, "
+             "tabu, tapruning")
     with pytest.raises(UnknownNameError, match=f"unknown strategy 'apx'; known strategies: {known}"):
         get_strategy("apx")
     with pytest.raises(ConfigError, match="no parameter 'beam_sise'"):

@@ -1,0 +1,249 @@
+"""PromptBreeder: task prompts and their mutation prompts evolved together by binary tournament.
+
+Fernando et al., "Promptbreeder: Self-Referential Self-Improvement via Prompt
+Evolution", ICML 2024 (arXiv:2309.16797). A unit of evolution is a task prompt
+(the instruction) and a mutation prompt. The population starts as the seed and
+``population_size - 1`` units made by applying a random mutation prompt and
+thinking style to the problem description (the seed's instruction). Each
+generation pairs every unit with another at random (a *binary tournament*): the
+fitter of the pair is mutated by one operator drawn uniformly from
+``operators`` (see :mod:`promptopt.strategies._breeder`: direct zero- and
+first-order, EDA, EDA rank-and-index, lineage, zero- and first-order
+hypermutation of the mutation prompt, Lamarckian), and with probability
+``crossover_prob`` its new task prompt is then crossed with that of another
+unit chosen by fitness-proportionate selection; the child overwrites the
+loser. Fitness is accuracy on a minibatch of ``minibatch_size`` training
+examples: a generation's children are scored together on one fresh minibatch
+(the paper scores each evaluation on 100 random training examples). The fittest
+unit after each generation is an *elite*: it joins its lineage's elite list and,
+with ``score_elites``, is scored on all of dev, so a run the budget stops keeps it.
+
+Defaults, scaled from the paper's so that a small budget completes
+generations: population 10 (paper 50), minibatches of 10 (paper 100), 20
+generations (paper 20-30), crossover probability 0.1 (paper's). With the
+default choice-mode budget (1500 target calls), a two-label task and 100 dev
+examples, the seed and the first population take about 400 calls, a generation
+100, and each new elite's dev score 200: three to nine generations fit. Our own
+short lists of mutation prompts (10) and thinking styles (10) stand in for the
+paper's 100 and 39.
+
+Where this differs from the paper: one task prompt per unit (the paper evolves
+two applied in sequence), so prompt crossover, which in the paper replaces one
+task prompt of the pair whole, is a one-point crossover of the two
+instructions at phrase level (lineage operator ``crossover``); no few-shot
+context, so no context shuffling; lineage elites are per unit as in the paper,
+and EDA's near-duplicate filter compares word sequences, not BERT embeddings.
+
+Cost drivers: per generation ``population_size / 2`` children, each one
+optimizer call (two for hypermutation) and ``minibatch_size`` evaluations,
+plus n_dev target calls per new elite. Needs only generation from the
+optimizer; in ``choice`` answer mode the target model must also score log-probabilities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from promptopt.strategies._base import Strategy
+from promptopt.strategies._breeder import MUTATION_PROMPTS, MUTATORS, Breeder, Unit
+from promptopt.strategies._edits import split_field
+from promptopt.strategies._formatting import shorten
+from promptopt.strategies._operators import crossover, note_edit
+from promptopt.strategies._params import Interval, OneOf
+from promptopt.strategies._selection import roulette
+
+if TYPE_CHECKING:
+    from promptopt.context import Context
+    from promptopt.evaluator import EvalResult
+    from promptopt.prompt import Prompt
+    from promptopt.types import Example
+
+__all__ = ["PromptBreeder", "mutator_names"]
+
+_LETTER = re.compile(r"[^\W\d_]")
+_WORKINGS_KEPT = 3
+
+
+def mutator_names(value: Any) -> tuple[str, ...]:
+    """Operator names from a list or a comma-separated string, in order, each once.
+
+    Raises:
+        ValueError: not a string or list of strings, empty, or an unknown name.
+    """
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        names = list(value)
+    else:
+        raise ValueError(f"operators must be a list of names or a comma-separated string; got {value!r}")
+    if not names or any(n not in MUTATORS for n in names):
+        raise ValueError(f"unknown or missing operators in {value!r}; known: {', '.join(MUTATORS)}")
+    return tuple(dict.fromkeys(names))
+
+
+class _MutatorList:
+    def allows(self, value: Any) -> bool:
+        try:
+            return bool(mutator_names(value))
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"a non-empty list of {', '.join(MUTATORS)} (or those names separated by commas)"
+
+
+class PromptBreeder(Strategy):
+    """PromptBreeder's self-referential evolution of (task prompt, mutation prompt) units.
+
+    Args:
+        population_size: units in the population (10; paper 50).
+        n_generations: generations at most (20); each is ``population_size // 2`` tournaments.
+        minibatch_size: training examples a generation's children are scored on (10; paper 100).
+        operators: mutation operators drawn uniformly, a list or comma-separated (all eight).
+        crossover_prob: chance that a child's task prompt is crossed with another unit's (0.1).
+        temperature: optimizer sampling temperature (0.7).
+        score_elites: score each generation's fittest unit on dev (True; n_dev calls per new elite).
+
+    Example:
+        >>> PromptBreeder(operators="first-order,lamarckian").get_params()["minibatch_size"]
+        10
+    """
+
+    name: ClassVar[str] = "promptbreeder"
+    summary: ClassVar[str] = "PromptBreeder: co-evolved task and mutation prompts, binary tournament (Fernando et al.)"
+    constraints: ClassVar[dict[str, Any]] = {
+        "population_size": Interval(int, 2), "n_generations": Interval(int, 0), "minibatch_size": Interval(int, 1),
+        "operators": _MutatorList(), "crossover_prob": Interval(float, 0, 1), "temperature": Interval(float, 0, 2),
+        "score_elites": OneOf((True, False))}
+
+    def __init__(self, *, population_size: int = 10, n_generations: int = 20, minibatch_size: int = 10,
+                 operators: str | tuple[str, ...] = MUTATORS, crossover_prob: float = 0.1,
+                 temperature: float = 0.7, score_elites: bool = True) -> None:
+        self.population_size = population_size
+        self.n_generations = n_generations
+        self.minibatch_size = minibatch_size
+        self.operators = operators
+        self.crossover_prob = crossover_prob
+        self.temperature = temperature
+        self.score_elites = score_elites
+
+    def finalist_gap(self, n_dev: int) -> int:
+        """Units are scored on training minibatches, and on all of dev or not at all."""
+        return 0
+
+    def optimize(self, ctx: Context) -> Sequence[Prompt]:
+        seed = ctx.seed_prompt
+        if not ctx.train:
+            ctx.note("stop", reason="no training examples to score units on")
+            return [seed]
+        breeder = Breeder(ctx, seed.instruction, self.temperature)
+        units = self.initial_units(breeder)
+        elite = self.crown(ctx, units)
+        for generation in range(1, self.n_generations + 1):
+            if breeder.capped:
+                break
+            children = self.tournaments(breeder, units)
+            scored = self.score(ctx, [child for _, child in children])
+            for (loser, _), unit in zip(children, scored, strict=True):
+                units[loser] = unit
+            elite = self.crown(ctx, units)
+            ctx.note("generation", index=generation, units=[u.prompt.id for u in units],
+                     fitness=[u.fitness for u in units], mutation_prompts=[u.mutation_prompt for u in units])
+        return [elite]
+
+    def initial_units(self, breeder: Breeder) -> list[Unit]:
+        """The seed and mutants of the problem description, scored; a reply with no instruction
+        leaves the seed's task prompt in its unit."""
+        ctx, seed = breeder.ctx, breeder.ctx.seed_prompt
+        drafts = [Unit(seed, ctx.rng.choice(MUTATION_PROMPTS))]  # the seed's unit draws a mutation prompt too
+        for _ in range(self.population_size - 1):
+            mutant = breeder.initial(seed)
+            prompt = seed.with_instruction(mutant.instruction) if mutant.instruction else seed
+            if prompt.id != seed.id:
+                ctx.record(prompt, [seed], "init")
+            drafts.append(Unit(prompt, mutant.mutation_prompt))
+        return self.score(ctx, drafts)
+
+    def tournaments(self, breeder: Breeder, units: list[Unit]) -> list[tuple[int, Unit]]:
+        """Random pairs; the fitter of each (the first of equals) breeds, its child replaces the other."""
+        rng, children = breeder.ctx.rng, []
+        order = rng.sample(range(len(units)), len(units))
+        for first, second in zip(order[0::2], order[1::2], strict=False):  # an odd one out sits out
+            winner, loser = (first, second) if units[first].fitness >= units[second].fitness else (second, first)
+            child = self.breed(breeder, units, winner)
+            if breeder.capped:
+                break
+            if child is not None:
+                children.append((loser, child))
+        return children
+
+    def breed(self, breeder: Breeder, units: Sequence[Unit], winner: int) -> Unit | None:
+        """A mutated copy of ``units[winner]`` (and, sometimes, crossed over); None if the reply was unusable."""
+        ctx, parent = breeder.ctx, units[winner]
+        allowed = breeder.applicable(mutator_names(self.operators), parent, units)
+        if not allowed:
+            return None
+        operator = ctx.rng.choice(allowed)
+        mutant = breeder.mutate(operator, parent, units)
+        if mutant.instruction is None:
+            return None
+        prompt = parent.prompt.with_instruction(mutant.instruction)
+        ctx.record(prompt, mutant.parents, operator)
+        ctx.note("breed", prompt_id=prompt.id, operator=operator, winner=parent.prompt.id,
+                 mutation_prompt=mutant.mutation_prompt,
+                 mutation_prompt_changed=mutant.mutation_prompt != parent.mutation_prompt)
+        if len(units) > 1 and ctx.rng.random() < self.crossover_prob:
+            prompt = self.cross(ctx, prompt, [u for k, u in enumerate(units) if k != winner])
+        return Unit(prompt, mutant.mutation_prompt, elites=parent.elites)
+
+    @staticmethod
+    def cross(ctx: Context, prompt: Prompt, others: Sequence[Unit]) -> Prompt:
+        """A one-point phrase-level crossover with a unit drawn by fitness-proportionate selection;
+        ``prompt`` itself when the child would equal a parent or have no letter."""
+        other = others[roulette([u.fitness for u in others], ctx.rng)[0]].prompt
+        longest = max(len(split_field(p, "instruction", "phrase")) for p in (prompt, other))
+        if longest == 0:
+            return prompt
+        edited = crossover(prompt, other, "instruction", "phrase", ctx.rng.randrange(longest))
+        child = edited.prompt
+        if child.id in (prompt.id, other.id) or not _LETTER.search(child.instruction):
+            return prompt
+        if ctx.record(child, [prompt, other], "crossover"):
+            note_edit(ctx, child, [edited.edit], operator="crossover")
+        return child
+
+    def score(self, ctx: Context, units: Sequence[Unit]) -> list[Unit]:
+        """The units with their fitness and correct working-outs on one fresh training minibatch."""
+        if not units:
+            return []
+        minibatch = ctx.sample(ctx.train, self.minibatch_size)
+        results = {r.prompt.id: r for r in ctx.evaluate([u.prompt for u in units], minibatch)}
+        return [replace(u, fitness=results[u.prompt.id].mean,
+                        workings=_workings(ctx, results[u.prompt.id], minibatch)) for u in units]
+
+    def crown(self, ctx: Context, units: list[Unit]) -> Prompt:
+        """Mark the fittest unit (the first of equals) as an elite of its lineage; score it on dev."""
+        best = max(range(len(units)), key=lambda k: (units[k].fitness, -k))
+        unit = units[best]
+        if not unit.elites or unit.elites[-1].id != unit.prompt.id:
+            units[best] = replace(unit, elites=(*unit.elites, unit.prompt))
+        ctx.note("elite", prompt_id=unit.prompt.id, fitness=unit.fitness)
+        if self.score_elites:
+            ctx.evaluate([unit.prompt])
+        return unit.prompt
+
+
+def _workings(ctx: Context, result: EvalResult, examples: Sequence[Example]) -> tuple[str, ...]:
+    """Up to three correct working-outs: the input and what the model answered (its reply in
+    generate mode, the chosen label in choice mode)."""
+    inputs = {ex.id: ex.input for ex in examples}
+    found = []
+    for res in result.examples:
+        if res.score < 1.0 or res.answer is None:
+            continue
+        answer = res.output.strip() if ctx.answer_mode == "generate" else ctx.task.verbalize(res.answer)
+        found.append(f"Input: {shorten(inputs[res.example_id])}\nAnswer: {shorten(answer, 200)}")
+    return tuple(found[:_WORKINGS_KEPT])
