@@ -164,7 +164,7 @@ class Context:
             backend = self._evaluator.backend
             if not backend.capabilities.tokenize:
                 raise missing_tokenizer(backend.model_string)
-            self._tokenizer = Tokenizer(backend, self._loop)
+            self._tokenizer = Tokenizer(backend, self._loop, wait=self._wait)
         return self._tokenizer
 
     # -- optimizer model --------------------------------------------------------------------

@@ -89,7 +89,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     with Session(cfg.model, cfg.optimizer_model, budget=Budget(), cache_path=None, model_options=cfg.model_options,
                  optimizer_options=cfg.optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
-        strat.check_backend(session.target)  # a missing capability is found by a dry run too
+        strat.check_backend(session.target, mode)  # a missing capability is found by a dry run too
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
     budget = cfg.budget_for(mode)

@@ -188,10 +188,29 @@ class Evaluator:
 
     async def _aloss_chunk(self, pairs: list[tuple[Prompt, Example]]) -> None:
         task = self.task
-        requests = [ScoreRequest(task.render(p, ex), task.gold_text(ex)) for p, ex in pairs]
-        for (p, ex), lp in zip(pairs, await self.backend.ascore(requests), strict=True):
+        to_send = []
+        for p, ex in pairs:
+            known = self._from_choice(p, ex)
+            if known is None:
+                to_send.append((p, ex))
+            else:
+                self._loss_memo[(p.id, ex.id)] = known
+        requests = [ScoreRequest(task.render(p, ex), task.gold_text(ex)) for p, ex in to_send]
+        for (p, ex), lp in zip(to_send, await self.backend.ascore(requests) if requests else [], strict=True):
             loss = -lp.logprob / lp.n_tokens if lp.n_tokens else 0.0
             self._loss_memo[(p.id, ex.id)] = ExampleLoss(ex.id, loss, lp.n_tokens)
+
+    def _from_choice(self, prompt: Prompt, example: Example) -> ExampleLoss | None:
+        """The loss a choice-mode evaluation already measured: the gold text is one option's text,
+        scored after the same rendered prompt (no call, nothing counted twice)."""
+        result = self._memo.get((prompt.id, example.id))
+        if result is None or not result.logprobs:
+            return None
+        gold = self.task.gold_text(example)
+        for label, lp, n in zip(self.task.choices(example) or (), result.logprobs, result.label_tokens, strict=False):
+            if self.task.verbalize(label) == gold and n:
+                return ExampleLoss(example.id, -lp / n, n)
+        return None
 
     def known_loss(self, prompt: Prompt, example: Example) -> ExampleLoss | None:
         """The loss already computed for this pair, if any."""

@@ -282,7 +282,7 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
         finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
-        strat.check_backend(session.target)
+        strat.check_backend(session.target, mode)
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,

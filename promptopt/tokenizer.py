@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from promptopt._loop import LoopThread
 from promptopt.backends._base import Backend
@@ -15,7 +16,8 @@ class Tokenizer:
 
     Tokenizing is not a model call: it is neither metered nor counted toward a
     budget, and answers are not stored in the response cache. The vocabulary is
-    read once.
+    read once. ``wait`` runs a call on the backend's event loop (the Context passes
+    its own, so that time spent tokenizing counts as waiting, not strategy compute).
 
     Example:
         >>> from promptopt._loop import LoopThread
@@ -27,21 +29,23 @@ class Tokenizer:
         >>> loop.close()
     """
 
-    def __init__(self, backend: Backend, loop: LoopThread) -> None:
-        self._backend, self._loop = backend, loop
+    def __init__(self, backend: Backend, loop: LoopThread,
+                 wait: Callable[[Coroutine[Any, Any, Any]], Any] | None = None) -> None:
+        self._backend = backend
+        self._run = wait or loop.run
         self._vocabulary: tuple[str, ...] | None = None
 
     def tokenize(self, text: str) -> list[int]:
         """``text`` as token ids, as the model reads it inside a prompt (no BOS token)."""
-        return self._loop.run(self._backend.atokenize([text]))[0]
+        return list(self._run(self._backend.atokenize([text]))[0])
 
     def tokenize_many(self, texts: Sequence[str]) -> list[list[int]]:
         """Several texts in one request to the backend."""
-        return self._loop.run(self._backend.atokenize(list(texts)))
+        return list(self._run(self._backend.atokenize(list(texts))))
 
     def detokenize(self, ids: Sequence[int]) -> str:
         """Token ids back to text."""
-        return self._loop.run(self._backend.adetokenize([list(ids)]))[0]
+        return str(self._run(self._backend.adetokenize([list(ids)]))[0])
 
     def count(self, text: str) -> int:
         """How many tokens ``text`` is."""
@@ -50,5 +54,5 @@ class Tokenizer:
     def vocabulary(self) -> tuple[str, ...]:
         """Every token's text, indexed by id."""
         if self._vocabulary is None:
-            self._vocabulary = tuple(self._loop.run(self._backend.avocabulary()))
+            self._vocabulary = tuple(self._run(self._backend.avocabulary()))
         return self._vocabulary

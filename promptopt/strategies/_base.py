@@ -54,8 +54,12 @@ class Strategy(ABC):
         say: nothing is kept back unless asked, and then a whole dev evaluation."""
         return None
 
-    def check_backend(self, backend: Backend) -> None:
-        """Raise CapabilityError, before any call, naming what the target backend lacks for this strategy."""
+    def check_backend(self, backend: Backend, answer_mode: str | None = None) -> None:
+        """Raise CapabilityError, before any call, naming what the target backend lacks for this strategy.
+
+        The Run calls it once the answer mode is known (``answer_mode``), before the seed is
+        scored; a strategy whose settings exist only in one mode refuses the other here too.
+        """
         from promptopt.backends._base import TOKENIZING_BACKENDS
         from promptopt.exceptions import CapabilityError
 

@@ -242,11 +242,15 @@ class MultiObjective(Strategy):
         self.field = field
         self.temperature = temperature
 
-    def check_backend(self, backend: Backend) -> None:
-        """Also refuse objectives the backend cannot compute (margin and loss need scoring)."""
-        super().check_backend(backend)
-        check_capabilities(parse_objectives(self.objectives), can_score=backend.capabilities.score,
-                           model_string=backend.model_string, owner=self.name)
+    def check_backend(self, backend: Backend, answer_mode: str | None = None) -> None:
+        """Also refuse objectives the backend cannot compute (margin and loss need scoring) or the
+        answer mode does not have (margin in generate mode, output length in choice mode)."""
+        super().check_backend(backend, answer_mode)
+        objectives = parse_objectives(self.objectives)
+        check_capabilities(objectives, can_score=backend.capabilities.score, model_string=backend.model_string,
+                           owner=self.name)
+        if answer_mode is not None:
+            check_answer_mode(objectives, answer_mode, owner=self.name)
 
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on training examples, and on all of dev or not at all."""

@@ -203,3 +203,15 @@ def test_runs_and_the_report_show_what_a_strategy_added(parity_task: Task, tmp_p
     files = load_run(result.run_dir)
     rows = dict(header(files.config, files.result, files.events))
     assert rows["final prompt picked by"] == "shortest" and rows["Pareto front"].startswith("2 candidate(s)")
+
+
+def test_a_loss_choice_mode_already_measured_costs_no_call(parity_task: Task) -> None:
+    fake = FakeBackend(score=_score)
+    meter = Meter(Budget())
+    ev = Evaluator(parity_task, MeteredBackend(fake, meter), "choice")
+    dev = parity_task.splits.dev[:5]
+    asyncio.run(ev.aevaluate([parity_task.seed_prompt], dev))
+    calls = fake.n_calls
+    (res,) = asyncio.run(ev.aloss([parity_task.seed_prompt], dev))
+    assert fake.n_calls == calls and meter.usage.target.calls == calls  # neither sent nor counted again
+    assert [e.loss for e in res.examples] == [-SCORES[ex.target] for ex in dev]
