@@ -34,6 +34,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--strategies", default=",".join(STRATEGIES))
     p.add_argument("--target-calls", type=int, default=200, help="target-call budget per generate-mode run")
+    p.add_argument("--per-example", action="store_true",
+                   help="count the choice-mode budget in example evaluations: --choice-target-calls times the "
+                        "task's number of labels, so tasks with more labels get the same number of examples")
     p.add_argument("--choice-target-calls", type=int, default=800,
                    help="target-call budget per choice-mode run (one call per label per example)")
     p.add_argument("--optimizer-calls", type=int, default=10, help="optimizer-call budget per run")
@@ -49,9 +52,15 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
     import promptopt
 
     started = time.monotonic()
+    target_calls = job["target_calls"]
+    if job.get("per_example") and job["mode"] == "choice":
+        from promptopt.tasks import load_task
+
+        labels = load_task(job["task"], data_dir=job["data_dir"], n_dev=1, n_test=1, n_train=1, offline=True).labels
+        target_calls *= len(labels or ())
     result = promptopt.optimize(
         task=job["task"], strategy=job["strategy"], answer_mode=job["mode"], seed=job["seed"],
-        budget=promptopt.Budget(target_calls=job["target_calls"], optimizer_calls=job["optimizer_calls"]),
+        budget=promptopt.Budget(target_calls=target_calls, optimizer_calls=job["optimizer_calls"]),
         n_dev=job["n_dev"], n_test=job["n_test"], data_dir=job["data_dir"], offline=True,
         runs_dir=job["out"] + "/runs", cache=job["out"] + "/cache.sqlite",
         model_options={"n_threads": 1})
@@ -62,12 +71,14 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             "target_calls": search["target"]["calls"], "optimizer_calls": search["optimizer"]["calls"],
             "tokens": search["target"]["tokens"] + search["optimizer"]["tokens"],
             "stopped_by": result.stopped_by, "run_dir": result.run_dir,
-            "seconds": round(time.monotonic() - started, 1)}
+            "replaced": result.best_prompt.id != result.seed_prompt.id,
+            "strategy_seconds": result.strategy_seconds, "seconds": round(time.monotonic() - started, 1)}
 
 
 def _settings(job: dict[str, Any]) -> dict[str, int]:
     """What must match for two runs to sit in one table: the budget and the split sizes."""
-    return {k: job[k] for k in ("target_calls", "optimizer_calls", "n_dev", "n_test")}
+    return {k: job[k] for k in ("target_calls", "optimizer_calls", "n_dev", "n_test")} | (
+        {"per_example": 1} if job.get("per_example") else {})
 
 
 def _rows(rows_path: Path) -> list[dict[str, Any]]:
@@ -95,7 +106,7 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
         by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
             by_strategy[r["strategy"]].append(r)
-        for name in [s for s in STRATEGIES if s in by_strategy]:
+        for name in [s for s in STRATEGIES if s in by_strategy] + sorted(set(by_strategy) - set(STRATEGIES)):
             rs = by_strategy[name]
             lines.append(f"| {task} | {mode} | {name} | {len(rs)} | {mean_sd([r['best_dev'] for r in rs])} | "
                          f"{mean_sd([r['best_test'] for r in rs])} | "
@@ -116,7 +127,7 @@ def main(argv: list[str]) -> int:
     jobs = [dict(task=t, mode=m, seed=int(s), strategy=st,
                  target_calls=args.choice_target_calls if m == "choice" else args.target_calls,
                  optimizer_calls=args.optimizer_calls, n_dev=args.n_dev, n_test=args.n_test,
-                 data_dir=data_dir, out=str(out))
+                 data_dir=data_dir, out=str(out), per_example=args.per_example)
             for m in args.modes.split(",") for t in args.tasks.split(",") for s in args.seeds.split(",")
             for st in args.strategies.split(",") if (t, m, int(s), st) not in done]
     for row in rows:  # a resumed grid must keep the settings it started with

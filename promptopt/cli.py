@@ -122,6 +122,8 @@ def _print_result(result: Any) -> None:
         out.print(f"{role:9s} calls: search {s['calls']} (paid {s['paid_calls']}), with test {t['calls']} "
                   f"(paid {t['paid_calls']}); tokens {t['tokens']:,}", highlight=False)
     out.print(f"candidates: {result.n_candidates}; stopped by: {result.stopped_by or 'finished'}", highlight=False)
+    if result.replacement is not None:
+        out.print(result.replacement.describe(), highlight=False)
     out.print(f"best prompt: {result.best_prompt.instruction!r}", highlight=False, soft_wrap=True)
     out.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 

@@ -34,6 +34,7 @@ from promptopt._toml import Where, parse_toml
 from promptopt.backends import Backend, RetryPolicy, parse_model_string
 from promptopt.budget import Budget
 from promptopt.exceptions import ConfigError, UnknownNameError
+from promptopt.replacement import DEFAULT_RULE, check_rule
 from promptopt.strategies import Strategy, get_strategy
 from promptopt.task_options import TaskOptions
 from promptopt.tasks import Task
@@ -159,6 +160,9 @@ class RunConfig:
             the whole cap; default: 1 for apo, fewshot and gepa when they score candidates on
             samples of dev, else 0). Applies only when the kept calls are at most half of the
             cap left after scoring the seed.
+        replace_if: when the search's winner replaces the seed: better (any higher dev
+            mean) or sign-test:ALPHA (default sign-test:0.05: a one-sided exact sign test on
+            the dev examples, so a winner by chance keeps the seed).
 
     Example:
         >>> RunConfig(task="sst2", n_dev=10, model_options={"api_key": "sk-..."})
@@ -190,6 +194,7 @@ class RunConfig:
     retry: RetryPolicy | None = _setting(None)
     mlflow: bool | str = _setting(False, search=True, check=_mlflow, cli="mlflow")
     finalist_reserve: int | None = _setting(None, search=True, check=_finalist_reserve)
+    replace_if: str = _setting(DEFAULT_RULE, search=True, check=lambda name, value: check_rule(value))
 
     def __post_init__(self) -> None:
         for f in fields(self):

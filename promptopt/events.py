@@ -55,6 +55,7 @@ BUDGET_EXHAUSTED = "budget_exhausted"
 FINALIST_RESERVE = "finalist_reserve"
 FINALIST_UNSCORED = "finalist_unscored"
 OFFER = "offer"
+REPLACEMENT = "replacement"
 TEST = "test"
 RESULT = "result"
 PROGRESS = "progress"
@@ -73,6 +74,9 @@ KINDS: Mapping[str, EventKind] = {k.name: k for k in (
     EventKind(FINALIST_RESERVE, {"candidates": int, "calls": int}, doc="target calls kept back for finalists"),
     EventKind(FINALIST_UNSCORED, {"prompt_id": str, "reason": str}, doc="a finalist the budget refused"),
     EventKind(OFFER, {"prompt_ids": list}, doc="the strategy's current leaders, best first (ctx.offer)"),
+    EventKind(REPLACEMENT, {"rule": str, "replaced": bool, "candidate": str, "margin": _NUMBER, "wins": int,
+                             "losses": int, "p_value": _OPTIONAL_NUMBER},
+              doc="whether the search's winner replaced the seed (the replace_if rule and its evidence)"),
     EventKind(TEST, {"prompt_id": str, "mean": _NUMBER, "n": int, "scores": dict},
               doc="the final test evaluation of the seed or the best prompt"),
     EventKind(RESULT, {"best_prompt_id": str, "best_test": _NUMBER}, doc="the run's end"),

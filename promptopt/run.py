@@ -25,6 +25,7 @@ from promptopt.evaluator import Evaluator, resolve_answer_mode
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
+from promptopt.replacement import DEFAULT_RULE, Replacement, decide
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
@@ -49,6 +50,8 @@ class Result:
         stopped_by: the budget cap that ended the search, or None if it finished.
         selection: the rule that picked ``best_prompt`` among candidates scored on all of
             dev (``best-dev-mean`` unless the strategy declared its own).
+        replacement: how the ``replace_if`` rule judged the search's winner against the seed
+            (None when the winner was the seed, or a strategy's own selection rule picked it).
         front: the strategy's Pareto front, each candidate with its objective values (if it gave one).
         strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
             time minus the time spent waiting for model calls. Like ``usage``, a measurement that
@@ -73,6 +76,7 @@ class Result:
     stopped_by: str | None
     n_candidates: int
     selection: str = "best-dev-mean"
+    replacement: Replacement | None = None
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
 
@@ -85,6 +89,7 @@ class Result:
         d = asdict(self)
         d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
         d["front"] = [entry.to_dict() for entry in self.front]
+        d["replacement"] = self.replacement.to_dict() if self.replacement else None
         return d
 
 
@@ -242,7 +247,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
              mlflow: bool | str = False, finalist_reserve: int | None = None,
-             config: RunConfig | None = None) -> Result:
+             replace_if: str = DEFAULT_RULE, config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
@@ -286,6 +291,7 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
+                  "replace_if": cfg.replace_if,
                   "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
@@ -344,6 +350,13 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     ctx = run.context()
     stopped_by = run.search(ctx)
     best_cand = _pick_final(run.history, ctx.selection)
+    replacement = None
+    seed_cand = run.history.candidates.get(run.task.seed_prompt.id)
+    if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
+        replacement = decide(config["replace_if"], best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
+        run.emit(events.make(events.REPLACEMENT, **replacement.to_dict()))
+        if not replacement.replaced:
+            best_cand = seed_cand
     seed_prompt = run.task.seed_prompt
     best = best_cand.prompt if best_cand else seed_prompt
     seed_dev = run.history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in run.history.candidates else 0.0
@@ -358,7 +371,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
-        front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
+        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))

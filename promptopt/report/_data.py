@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptopt.events import BUDGET_EXHAUSTED, CANDIDATE, EVALUATION, FINALIST_RESERVE, RESULT, SKIP, TEST
+from promptopt.replacement import Replacement
 
 Event = Mapping[str, Any]
 
@@ -400,6 +401,8 @@ def header(config: Mapping[str, Any], result: Mapping[str, Any] | None, events: 
 def _strategy_output_rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:
     """What a strategy added to its result: its own selection rule, its front, its compute time."""
     rows = []
+    if result.get("replacement"):
+        rows.append(("seed replaced?", Replacement(**result["replacement"]).describe()))
     if result.get("selection", "best-dev-mean") != "best-dev-mean":
         rows.append(("final prompt picked by", str(result["selection"])))
     front = result.get("front") or []
