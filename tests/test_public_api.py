@@ -18,7 +18,8 @@ def test_top_level_exports() -> None:
 def test_subpackage_exports() -> None:
     assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "FewShot", "GEPA", "GeneticCrossover",
                                                     "GeneticMutation", "HarmonySearch", "HillClimbing", "OPRO",
-                                                    "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo",
+                                                    "PromptWizard", "RLPrompt", "SimulatedAnnealing", "Strategy",
+                                                    "StrategyInfo",
                                                     "TabuSearch", "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
                                                   "ResponseCache", "RetryPolicy", "RetryingBackend",

@@ -26,14 +26,16 @@ from promptopt.strategies.plum import (
     TabuSearch,
 )
 from promptopt.strategies.promptwizard import PromptWizard
+from promptopt.strategies.rlprompt import RLPrompt
 
 __all__ = ["APE", "APO", "GEPA", "OPRO", "FewShot", "GeneticCrossover", "GeneticMutation", "HarmonySearch",
-           "HillClimbing", "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch",
+           "HillClimbing", "PromptWizard", "RLPrompt", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TabuSearch",
            "get_strategy", "list_strategies"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
+BUILTIN[RLPrompt.name] = RLPrompt
 
 
 @dataclass(frozen=True)

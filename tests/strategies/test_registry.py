@@ -51,7 +51,7 @@ def test_builtin_names_and_instances() -> None:
     with pytest.raises(ConfigError, match="alongside a Strategy instance"):
         get_strategy(mine, {"rounds": 2})
     known = ("ape, apo, fewshot, genetic, genetic-mutation, gepa, harmony, hill-climb, opro, promptwizard, "
-             "simulated-annealing, tabu")
+             "rlprompt, simulated-annealing, tabu")
     with pytest.raises(UnknownNameError, match=f"unknown strategy 'apx'; known strategies: {known}"):
         get_strategy("apx")
     with pytest.raises(ConfigError, match="no parameter 'beam_sise'"):
