@@ -19,9 +19,9 @@ def test_subpackage_exports() -> None:
     assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GEPA",
                                                     "GeneticCrossover", "GeneticMutation", "HarmonySearch",
                                                     "HillClimbing", "MultiObjective", "OPRO", "PMPO", "PromptBreeder",
-                                                    "PromptQuine", "PromptWizard", "SimulatedAnnealing", "Strategy",
-                                                    "StrategyInfo", "TAPruning", "TabuSearch", "get_strategy",
-                                                    "list_strategies"]
+                                                    "PromptQuine", "PromptWizard", "RLPrompt", "SimulatedAnnealing",
+                                                    "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
+                                                    "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",
                                                   "ResponseCache", "RetryPolicy", "RetryingBackend",
                                                   "backend_class", "list_backends", "make_backend",

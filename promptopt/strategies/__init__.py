@@ -31,17 +31,18 @@ from promptopt.strategies.pmpo import PMPO
 from promptopt.strategies.promptbreeder import PromptBreeder
 from promptopt.strategies.promptquine import PromptQuine, TAPruning
 from promptopt.strategies.promptwizard import PromptWizard
+from promptopt.strategies.rlprompt import RLPrompt
 
 __all__ = ["APE", "APO", "GEPA", "OPRO", "PMPO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GeneticCrossover",
            "GeneticMutation", "HarmonySearch", "HillClimbing", "MultiObjective", "PromptBreeder", "PromptQuine",
-           "PromptWizard", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
+           "PromptWizard", "RLPrompt", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
            "get_strategy", "list_strategies"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
 BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder, MultiObjective)}
-BUILTIN |= {cls.name: cls for cls in (PMPO, PromptQuine, TAPruning)}
+BUILTIN |= {cls.name: cls for cls in (PMPO, PromptQuine, TAPruning, RLPrompt)}
 
 
 @dataclass(frozen=True)

@@ -67,11 +67,15 @@ class Strategy(ABC):
         if self.needs_score and not backend.capabilities.score:
             missing.append("log-probabilities (score): llamacpp:<model>, vllm:<model>, or openai:<model> "
                            "pointed at a vLLM server")
-        if self.needs_tokenizer and not backend.capabilities.tokenize:
+        if self.uses_tokenizer() and not backend.capabilities.tokenize:
             missing.append(f"its tokenizer (tokenize): {TOKENIZING_BACKENDS}")
         if missing:
             raise CapabilityError(f"strategy {self.name!r} needs {' and '.join(missing)}; "
                                   f"{backend.model_string} has not; use one of those backends")
+
+    def uses_tokenizer(self) -> bool:
+        """Whether this instance, with its parameters, needs the tokenizer (``needs_tokenizer`` by default)."""
+        return self.needs_tokenizer
 
     def validate(self) -> None:
         """Check every declared constraint; raise ConfigError on the first violation."""
