@@ -35,7 +35,7 @@ __all__ = ["AnswerMode", "EvalResult", "Evaluator", "ExampleLoss", "ExampleResul
 AnswerMode = Literal["generate", "choice"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: built once per evaluated example, ~0.1 us cheaper
 class ExampleResult:
     """One prompt on one example: what the model said, the parsed answer, the score,
     and the metric's textual verdict (``feedback``, e.g. "expected 42, got 41") for
