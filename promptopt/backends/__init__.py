@@ -22,6 +22,7 @@ import importlib
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from promptopt._plugins import load_plugin_class
 from promptopt.backends._base import Backend, Capabilities
 from promptopt.backends._cache import CachedBackend, ResponseCache
 from promptopt.backends._retry import RetryingBackend, RetryPolicy
@@ -60,15 +61,7 @@ def list_backends() -> list[str]:
 
 
 def _load_plugin(ep: EntryPoint) -> type[Backend]:
-    """Import a third-party backend; a broken plugin is a clear error, not a crash."""
-    try:
-        cls = ep.load()
-    except Exception as exc:  # any import-time failure of someone else's package
-        raise ConfigError(f"backend plugin {ep.name!r} ({ep.value}) failed to import: {exc}; "
-                          "reinstall or uninstall the package that provides it") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise ConfigError(f"backend plugin {ep.name!r} ({ep.value}) is not a promptopt Backend subclass; "
-                          "reinstall or uninstall the package that provides it")
+    cls: type[Backend] = load_plugin_class(ep, Backend, "backend")
     return cls
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from promptopt._plugins import load_plugin_class
 from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.strategies._base import Strategy
 from promptopt.strategies.ape import APE
@@ -60,14 +61,7 @@ def _plugins() -> dict[str, EntryPoint]:
 
 
 def _load_plugin(ep: EntryPoint) -> type[Strategy]:
-    """Import a third-party strategy; a broken plugin is a clear error, not a crash."""
-    try:
-        cls = ep.load()
-    except Exception as exc:  # any import-time failure of someone else's package
-        raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) failed to import: {exc}; "
-                          "reinstall or uninstall the package that provides it") from exc
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ConfigError(f"strategy plugin {ep.name!r} ({ep.value}) is not a promptopt Strategy subclass")
+    cls: type[Strategy] = load_plugin_class(ep, Strategy, "strategy")
     return cls
 
 

@@ -22,7 +22,7 @@ strategy's ``objectives`` event says which (:attr:`PromptLength.method`).
 
 A strategy takes its objectives as one parameter, a list or a comma-separated
 string (``objectives="accuracy,length"``); :func:`parse_objectives` reads it,
-:class:`ObjectiveList` is its constraint, :func:`check_capabilities` and
+:data:`OBJECTIVE_LIST` is its constraint, :func:`check_capabilities` and
 :func:`check_answer_mode` refuse objectives the run cannot compute.
 """
 
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from promptopt.exceptions import CapabilityError, ConfigError
+from promptopt.strategies._params import NameList, parse_names
 from promptopt.strategies._selection import non_dominated_sort
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from promptopt.tokenizer import Tokenizer
     from promptopt.types import Example
 
-__all__ = ["OBJECTIVES", "TOKENS_PER_WORD", "Objective", "ObjectiveList", "PromptLength", "check_answer_mode",
+__all__ = ["OBJECTIVES", "TOKENS_PER_WORD", "Objective", "OBJECTIVE_LIST", "PromptLength", "check_answer_mode",
            "check_capabilities", "measure", "non_dominated", "oriented", "parse_objectives", "prompt_text"]
 
 Direction = Literal["maximize", "minimize"]
@@ -92,29 +93,11 @@ def parse_objectives(value: Any) -> tuple[Objective, ...]:
         >>> [o.direction for o in parse_objectives("accuracy, length")]
         ['maximize', 'minimize']
     """
-    if isinstance(value, str):
-        names = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        names = [v.strip() for v in value]
-    else:
-        raise ValueError(f"objectives must be a list of names or a comma-separated string; got {value!r}")
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if not names or unknown:
-        raise ValueError(f"unknown or missing objectives {unknown or names}; known: {', '.join(OBJECTIVES)}")
-    return tuple(OBJECTIVES[n] for n in dict.fromkeys(names))
+    return tuple(OBJECTIVES[n] for n in parse_names(value, OBJECTIVES, "objectives"))
 
 
-class ObjectiveList:
-    """A constraint: objective names, as a list or a comma-separated string."""
-
-    def allows(self, value: Any) -> bool:
-        try:
-            return bool(parse_objectives(value))
-        except ValueError:
-            return False
-
-    def __str__(self) -> str:
-        return f"a non-empty list of {', '.join(OBJECTIVES)} (or those names separated by commas)"
+#: a constraint: objective names, as a list or a comma-separated string
+OBJECTIVE_LIST = NameList(tuple(OBJECTIVES), "objectives")
 
 
 def check_capabilities(objectives: Sequence[Objective], *, can_score: bool, model_string: str, owner: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from promptopt.exceptions import ConfigError
 
-__all__ = ["Interval", "OneOf", "get_params", "validate_params"]
+__all__ = ["Interval", "NameList", "OneOf", "get_params", "parse_names", "validate_params"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,42 @@ class OneOf:
 
     def __str__(self) -> str:
         return "one of " + ", ".join(repr(o) for o in self.options)
+
+
+def parse_names(value: Any, known: Iterable[str], what: str) -> tuple[str, ...]:
+    """Names from a list or a comma-separated string, in order, each once (operators, objectives, ...).
+
+    Raises:
+        ValueError: not a string or a list of strings, empty, or a name not in ``known``.
+    """
+    known = tuple(known)
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value]
+    else:
+        raise ValueError(f"{what} must be a list of names or a comma-separated string; got {value!r}")
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise ValueError(f"unknown or missing {what} {unknown or names}; known: {', '.join(known)}")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class NameList:
+    """A constraint: a non-empty list of ``known`` names, or those names separated by commas."""
+
+    known: tuple[str, ...]
+    what: str
+
+    def allows(self, value: Any) -> bool:
+        try:
+            return bool(parse_names(value, self.known, self.what))
+        except ValueError:
+            return False
+
+    def __str__(self) -> str:
+        return f"a non-empty list of {', '.join(self.known)} (or those names separated by commas)"
 
 
 def get_params(obj: object) -> dict[str, Any]:

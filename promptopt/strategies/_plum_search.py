@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from promptopt.prompt import Prompt
 from promptopt.strategies._edits import Level, Units, field_text, split_field, with_field
 from promptopt.strategies._operators import OPERATORS, Edit, crossover, draw_edit, llm_rewriter, note_edit, splice
+from promptopt.strategies._params import parse_names
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -30,21 +31,8 @@ _LETTER = re.compile(r"[^\W\d_]")
 
 
 def operator_names(value: Any) -> tuple[str, ...]:
-    """Operator names from a list or a comma-separated string, in order, each once.
-
-    Raises:
-        ValueError: not a string or a list of strings, empty, or an unknown name.
-    """
-    if isinstance(value, str):
-        names = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        names = list(value)
-    else:
-        raise ValueError(f"operators must be a list of names or a comma-separated string; got {value!r}")
-    unknown = [n for n in names if n not in OPERATORS]
-    if not names or unknown:
-        raise ValueError(f"unknown or missing operators {unknown or names}; known: {', '.join(OPERATORS)}")
-    return tuple(dict.fromkeys(names))
+    """Operator names from a list or a comma-separated string, in order, each once (ValueError if bad)."""
+    return parse_names(value, OPERATORS, "operators")
 
 
 class Search:

@@ -65,9 +65,9 @@ from promptopt.context import FrontEntry
 from promptopt.strategies._base import Strategy
 from promptopt.strategies._edits import LEVELS, Level
 from promptopt.strategies._objectives import (
+    OBJECTIVE_LIST,
     OBJECTIVES,
     Objective,
-    ObjectiveList,
     PromptLength,
     check_answer_mode,
     check_capabilities,
@@ -79,7 +79,7 @@ from promptopt.strategies._objectives import (
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._plum_search import Search, operator_names
 from promptopt.strategies._selection import crowded_tournament, nsga2_survivors
-from promptopt.strategies.plum import _OperatorList
+from promptopt.strategies.plum import OPERATOR_LIST
 
 if TYPE_CHECKING:
     from promptopt.backends._base import Backend
@@ -221,9 +221,9 @@ class MultiObjective(Strategy):
     name: ClassVar[str] = "multiobjective"
     summary: ClassVar[str] = "TAPO-style evolution with Pareto selection over named objectives (Luo et al., 2025)"
     constraints: ClassVar[dict[str, Any]] = {
-        "objectives": ObjectiveList(), "select": _RuleConstraint(), "population_size": Interval(int, 2),
+        "objectives": OBJECTIVE_LIST, "select": _RuleConstraint(), "population_size": Interval(int, 2),
         "n_generations": Interval(int, 0), "crossover_prob": Interval(float, 0, 1), "n_score": Interval(int, 1),
-        "level": OneOf(LEVELS), "operators": _OperatorList(), "field": OneOf(("instruction", "system")),
+        "level": OneOf(LEVELS), "operators": OPERATOR_LIST, "field": OneOf(("instruction", "system")),
         "temperature": Interval(float, 0, 2)}
 
     def __init__(self, *, objectives: str | tuple[str, ...] = "accuracy,length",

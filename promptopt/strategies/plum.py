@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from promptopt.strategies._base import Strategy
 from promptopt.strategies._edits import LEVELS, Level
 from promptopt.strategies._operators import OPERATORS
-from promptopt.strategies._params import Interval, OneOf
+from promptopt.strategies._params import Interval, NameList, OneOf
 from promptopt.strategies._plum_search import Search, improvise, operator_names
 from promptopt.strategies._selection import top_k, tournament
 
@@ -81,21 +81,12 @@ __all__ = ["GeneticCrossover", "GeneticMutation", "HarmonySearch", "HillClimbing
            "TabuSearch", "anneal_accepts", "temperature", "update_memory"]
 
 
-class _OperatorList:
-    """A constraint: operator names, as a list or a comma-separated string."""
-
-    def allows(self, value: Any) -> bool:
-        try:
-            return bool(operator_names(value))
-        except ValueError:
-            return False
-
-    def __str__(self) -> str:
-        return f"a non-empty list of {', '.join(OPERATORS)} (or those names separated by commas)"
+#: a constraint: operator names, as a list or a comma-separated string
+OPERATOR_LIST = NameList(tuple(OPERATORS), "operators")
 
 
 _COMMON: dict[str, Any] = {
-    "level": OneOf(LEVELS), "operators": _OperatorList(), "field": OneOf(("instruction", "system")),
+    "level": OneOf(LEVELS), "operators": OPERATOR_LIST, "field": OneOf(("instruction", "system")),
     "n_candidates": Interval(int, 1), "max_iterations": Interval(int, 0), "patience": Interval(int, 1),
     "n_score": Interval(int, 1), "score_incumbents": OneOf((True, False)), "temperature": Interval(float, 0, 2),
 }

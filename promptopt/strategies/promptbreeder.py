@@ -52,7 +52,7 @@ from promptopt.strategies._breeder import MUTATION_PROMPTS, MUTATORS, Breeder, U
 from promptopt.strategies._edits import split_field
 from promptopt.strategies._formatting import shorten
 from promptopt.strategies._operators import crossover, note_edit
-from promptopt.strategies._params import Interval, OneOf
+from promptopt.strategies._params import Interval, NameList, OneOf, parse_names
 from promptopt.strategies._selection import roulette
 
 if TYPE_CHECKING:
@@ -68,31 +68,8 @@ _WORKINGS_KEPT = 3
 
 
 def mutator_names(value: Any) -> tuple[str, ...]:
-    """Operator names from a list or a comma-separated string, in order, each once.
-
-    Raises:
-        ValueError: not a string or list of strings, empty, or an unknown name.
-    """
-    if isinstance(value, str):
-        names = [v.strip() for v in value.split(",") if v.strip()]
-    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        names = list(value)
-    else:
-        raise ValueError(f"operators must be a list of names or a comma-separated string; got {value!r}")
-    if not names or any(n not in MUTATORS for n in names):
-        raise ValueError(f"unknown or missing operators in {value!r}; known: {', '.join(MUTATORS)}")
-    return tuple(dict.fromkeys(names))
-
-
-class _MutatorList:
-    def allows(self, value: Any) -> bool:
-        try:
-            return bool(mutator_names(value))
-        except ValueError:
-            return False
-
-    def __str__(self) -> str:
-        return f"a non-empty list of {', '.join(MUTATORS)} (or those names separated by commas)"
+    """Operator names from a list or a comma-separated string, in order, each once (ValueError if bad)."""
+    return parse_names(value, MUTATORS, "operators")
 
 
 class PromptBreeder(Strategy):
@@ -116,8 +93,8 @@ class PromptBreeder(Strategy):
     summary: ClassVar[str] = "PromptBreeder: co-evolved task and mutation prompts, binary tournament (Fernando et al.)"
     constraints: ClassVar[dict[str, Any]] = {
         "population_size": Interval(int, 2), "n_generations": Interval(int, 0), "minibatch_size": Interval(int, 1),
-        "operators": _MutatorList(), "crossover_prob": Interval(float, 0, 1), "temperature": Interval(float, 0, 2),
-        "score_elites": OneOf((True, False))}
+        "operators": NameList(tuple(MUTATORS), "operators"), "crossover_prob": Interval(float, 0, 1),
+        "temperature": Interval(float, 0, 2), "score_elites": OneOf((True, False))}
 
     def __init__(self, *, population_size: int = 10, n_generations: int = 20, minibatch_size: int = 10,
                  operators: str | tuple[str, ...] = MUTATORS, crossover_prob: float = 0.1,

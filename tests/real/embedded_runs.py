@@ -33,6 +33,15 @@ def run_on_sst2(tmp_path: Path, strategy: Strategy) -> tuple[promptopt.Result, l
     return result, events
 
 
+def tiny_choice_run(name: str, params: dict[str, Any], budget: promptopt.Budget, runs_dir: Path,
+                    cache: Path) -> tuple[promptopt.Result, list[dict[str, Any]]]:
+    """A strategy by name on sst2 in choice mode, 4 dev and 4 test examples, seed 0; its result and events."""
+    result = promptopt.optimize("sst2", name, "llamacpp:smollm2", strategy_params=params, budget=budget,
+                                answer_mode="choice", n_dev=4, n_test=4, seed=0, data_dir=DATA_DIR, offline=True,
+                                runs_dir=runs_dir, cache=cache)
+    return result, read_events(result)
+
+
 def read_events(result: promptopt.Result) -> list[dict[str, Any]]:
     return [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
 

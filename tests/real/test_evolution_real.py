@@ -3,12 +3,11 @@ llama.cpp): tiny budgets, mechanisms only (within budget, lineage recorded, a ca
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from embedded_runs import DATA_DIR
+from embedded_runs import tiny_choice_run
 
 import promptopt
 
@@ -31,11 +30,7 @@ OPERATORS = {
 
 
 def _run(name: str, runs_dir: Path, cache: Path) -> tuple[promptopt.Result, list[dict[str, Any]]]:
-    result = promptopt.optimize("sst2", name, "llamacpp:smollm2", strategy_params=PARAMS[name], budget=BUDGET,
-                                answer_mode="choice", n_dev=4, n_test=4, seed=0, data_dir=DATA_DIR, offline=True,
-                                runs_dir=runs_dir, cache=cache)
-    events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
-    return result, events
+    return tiny_choice_run(name, PARAMS[name], BUDGET, runs_dir, cache)
 
 
 @pytest.mark.parametrize("name", list(PARAMS))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +15,6 @@ from promptopt.prompt import Prompt
 from promptopt.tasks import Task, load_task
 
 DATA = Path(os.environ.get("PROMPTOPT_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
-
-
-@pytest.fixture(scope="module")
-def backend() -> Iterator[LlamaCppBackend]:
-    b = LlamaCppBackend("smollm2", n_ctx=1024)
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,6 @@ MESSAGES = (Message("user", "Is this review positive or negative?\n\nText: a gor
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[LlamaCppBackend]:
-    b = LlamaCppBackend("smollm2", n_ctx=1024)
-    yield b
-    b.close()
-
-
-@pytest.fixture(scope="module")
 def reference() -> Iterator[object]:
     from llama_cpp import Llama
 

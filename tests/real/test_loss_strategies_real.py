@@ -6,12 +6,11 @@ are scored on all of dev, and a rerun from the same cache pays nothing and repea
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from embedded_runs import DATA_DIR
+from embedded_runs import tiny_choice_run
 
 import promptopt
 
@@ -25,11 +24,7 @@ PARAMS: dict[str, dict[str, Any]] = {
 
 
 def _run(name: str, runs_dir: Path, cache: Path) -> tuple[promptopt.Result, list[dict[str, Any]]]:
-    result = promptopt.optimize("sst2", name, "llamacpp:smollm2", strategy_params=PARAMS[name], budget=BUDGET,
-                                answer_mode="choice", n_dev=4, n_test=4, seed=0, data_dir=DATA_DIR, offline=True,
-                                runs_dir=runs_dir, cache=cache)
-    events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
-    return result, events
+    return tiny_choice_run(name, PARAMS[name], BUDGET, runs_dir, cache)
 
 
 @pytest.mark.parametrize("name", list(PARAMS))
