@@ -40,6 +40,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--choice-target-calls", type=int, default=800,
                    help="target-call budget per choice-mode run (one call per label per example)")
     p.add_argument("--optimizer-calls", type=int, default=10, help="optimizer-call budget per run")
+    p.add_argument("--strategy-params", default="{}",
+                   help='JSON: hyper-parameters per strategy, e.g. {"hill-climb": {"n_score": 20}} (recorded per row)')
     p.add_argument("--n-dev", type=int, default=20)
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--workers", type=int, default=1, help="runs in parallel (each uses one CPU thread)")
@@ -60,12 +62,14 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
         target_calls *= len(labels or ())
     result = promptopt.optimize(
         task=job["task"], strategy=job["strategy"], answer_mode=job["mode"], seed=job["seed"],
+        strategy_params=job["params"].get(job["strategy"]) or None,
         budget=promptopt.Budget(target_calls=target_calls, optimizer_calls=job["optimizer_calls"]),
         n_dev=job["n_dev"], n_test=job["n_test"], data_dir=job["data_dir"], offline=True,
         runs_dir=job["out"] + "/runs", cache=job["out"] + "/cache.sqlite",
         model_options={"n_threads": 1})
     search = result.usage["search"]
     return {**{k: job[k] for k in ("task", "mode", "seed", "strategy")}, "settings": _settings(job),
+            "params": job["params"].get(job["strategy"]) or {},
             "seed_dev": result.seed_dev, "best_dev": result.best_dev,
             "seed_test": result.seed_test.mean, "best_test": result.best_test.mean, "n_test": result.best_test.n,
             "target_calls": search["target"]["calls"], "optimizer_calls": search["optimizer"]["calls"],
@@ -96,13 +100,13 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["mode"])].append(r)
-    lines = ["| task | mode | prompt | seeds | dev | test | target calls | optimizer calls |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | mode | prompt | seeds | dev | test | target calls | optimizer calls | seed replaced | "
+             "own compute (% of run) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for (task, mode), group in sorted(groups.items()):
         seeds = {r["seed"]: r for r in group}
         lines.append(f"| {task} | {mode} | seed prompt | {len(seeds)} | "
                      f"{mean_sd([r['seed_dev'] for r in seeds.values()])} | "
-                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – |")
+                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – | – | – |")
         by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
             by_strategy[r["strategy"]].append(r)
@@ -111,8 +115,17 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
             lines.append(f"| {task} | {mode} | {name} | {len(rs)} | {mean_sd([r['best_dev'] for r in rs])} | "
                          f"{mean_sd([r['best_test'] for r in rs])} | "
                          f"{statistics.mean(r['target_calls'] for r in rs):.0f} | "
-                         f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} |")
+                         f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} | "
+                         f"{sum(bool(r.get('replaced')) for r in rs)}/{len(rs)} | {_own_share(rs)} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _own_share(rows: list[dict[str, Any]]) -> str:
+    """The strategy's own compute (Result.strategy_seconds) as a share of the runs' wall time."""
+    timed = [r for r in rows if "strategy_seconds" in r and r["seconds"]]
+    if not timed:
+        return "–"
+    return f"{100 * sum(r['strategy_seconds'] for r in timed) / sum(r['seconds'] for r in timed):.1f}"
 
 
 def main(argv: list[str]) -> int:
@@ -127,7 +140,8 @@ def main(argv: list[str]) -> int:
     jobs = [dict(task=t, mode=m, seed=int(s), strategy=st,
                  target_calls=args.choice_target_calls if m == "choice" else args.target_calls,
                  optimizer_calls=args.optimizer_calls, n_dev=args.n_dev, n_test=args.n_test,
-                 data_dir=data_dir, out=str(out), per_example=args.per_example)
+                 data_dir=data_dir, out=str(out), per_example=args.per_example,
+                 params=json.loads(args.strategy_params))
             for m in args.modes.split(",") for t in args.tasks.split(",") for s in args.seeds.split(",")
             for st in args.strategies.split(",") if (t, m, int(s), st) not in done]
     for row in rows:  # a resumed grid must keep the settings it started with
