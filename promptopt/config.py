@@ -155,11 +155,12 @@ class RunConfig:
         retry: how transient failures are retried (default: RetryPolicy()).
         mlflow: also log the run to MLflow (extra promptopt[mlflow]; the store is MLflow's
             choice, MLFLOW_TRACKING_URI): true for the experiment "promptopt", or an experiment name.
-        finalist_reserve: partly scored candidates to keep target calls back for, so they
-            can still be scored on all of dev when the strategy runs out (0: the strategy gets
-            the whole cap; default: 1 for apo, fewshot and gepa when they score candidates on
-            samples of dev, else 0). Applies only when the kept calls are at most half of the
-            cap left after scoring the seed.
+        finalist_reserve: leaders or partly scored candidates to keep target calls back for, so
+            they can still be scored on all of dev when the strategy runs out (0: the strategy gets
+            the whole cap; default: 1 for a strategy whose candidates can lack part of dev: apo,
+            fewshot and gepa scoring on samples of dev, ape, promptwizard, and opro scoring on
+            train; else 0). Applies only when the kept calls are at most half of the cap left
+            after scoring the seed.
         replace_if: when the search's winner replaces the seed: better (any higher dev
             mean) or sign-test:ALPHA (default sign-test:0.05: a one-sided exact sign test on
             the dev examples, so a winner by chance keeps the seed).

@@ -137,6 +137,8 @@ class Context:
         with its token count. Memoized, cached, metered and budgeted like
         :meth:`evaluate`: one scored continuation is one target call.
         """
+        if not examples:  # a mean over nothing would be 0, the best loss there is
+            raise ValueError("Context.loss needs at least one example")
         known = self._evaluator.known_loss
         fresh = {p.id for p in prompts if any(known(p, ex) is None for ex in examples)}
         try:
@@ -154,7 +156,7 @@ class Context:
 
     def _log_loss(self, res: LossResult) -> None:
         self._emit(events.make(events.LOSS, prompt_id=res.prompt.id, n=len(res.examples), mean=res.mean,
-                               tokens=sum(e.n_tokens for e in res.examples)))
+                               gold_tokens=sum(e.n_tokens for e in res.examples)))
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -222,7 +224,7 @@ class Context:
     def set_front(self, front: Sequence[FrontEntry]) -> None:
         """Hand the Run a Pareto front (each candidate with its objective values) for the Result."""
         self.front = tuple(front)
-        self._emit(events.make(events.FRONT, entries=[{"prompt_id": e.prompt.id, "objectives": dict(e.objectives)}
+        self._emit(events.make(events.FRONT, entries=[{k: v for k, v in e.to_dict().items() if k != "prompt"}
                                                       for e in self.front]))
 
     def select_final_by(self, rule: str, pick: Callable[[Sequence[Candidate]], Candidate]) -> None:

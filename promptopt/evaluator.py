@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from promptopt.backends._base import Backend
-from promptopt.exceptions import CapabilityError, ConfigError
+from promptopt.exceptions import CapabilityError, ConfigError, DataError
 from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
 from promptopt.types import Example, Request, ScoreRequest
@@ -197,8 +197,10 @@ class Evaluator:
                 self._loss_memo[(p.id, ex.id)] = known
         requests = [ScoreRequest(task.render(p, ex), task.gold_text(ex)) for p, ex in to_send]
         for (p, ex), lp in zip(to_send, await self.backend.ascore(requests) if requests else [], strict=True):
-            loss = -lp.logprob / lp.n_tokens if lp.n_tokens else 0.0
-            self._loss_memo[(p.id, ex.id)] = ExampleLoss(ex.id, loss, lp.n_tokens)
+            if not lp.n_tokens:  # a loss of 0 would read as a perfect prompt
+                raise DataError(f"example {ex.id!r} of task {task.name!r} has an empty gold continuation, so "
+                                "its loss is undefined; give every example a non-empty target")
+            self._loss_memo[(p.id, ex.id)] = ExampleLoss(ex.id, -lp.logprob / lp.n_tokens, lp.n_tokens)
 
     def _from_choice(self, prompt: Prompt, example: Example) -> ExampleLoss | None:
         """The loss a choice-mode evaluation already measured: the gold text is one option's text,

@@ -66,8 +66,8 @@ KINDS: Mapping[str, EventKind] = {k.name: k for k in (
               doc="a new distinct prompt and where it came from"),
     EventKind(EVALUATION, {"prompt_id": str, "n": int, "mean": _NUMBER, "dev": bool}, {"margin": _NUMBER},
               doc="a prompt scored on n examples (dev: all of them from dev); margin in choice mode"),
-    EventKind(LOSS, {"prompt_id": str, "n": int, "mean": _NUMBER, "tokens": int},
-              doc="a prompt's mean gold-continuation loss on n examples, over `tokens` gold tokens"),
+    EventKind(LOSS, {"prompt_id": str, "n": int, "mean": _NUMBER, "gold_tokens": int},
+              doc="a prompt's mean gold-continuation loss on n examples, over `gold_tokens` gold tokens"),
     EventKind(SKIP, {"operator": str, "reason": str, "raw": str}, doc="optimizer output that could not be used"),
     EventKind(FRONT, {"entries": list}, doc="the strategy's Pareto front: prompt ids with objective values"),
     EventKind(BUDGET_EXHAUSTED, {"reason": str}, doc="a cap stopped the search (or refused a finalist)"),
@@ -82,6 +82,10 @@ KINDS: Mapping[str, EventKind] = {k.name: k for k in (
     EventKind(RESULT, {"best_prompt_id": str, "best_test": _NUMBER}, doc="the run's end"),
     EventKind(PROGRESS, {}, doc="answered calls between events: passed to callbacks, never logged"),
 )}
+
+
+# the Run adds the snapshot to every event: a kind's own field of the same name would be overwritten
+assert not {name for kind in KINDS.values() for name in [*kind.fields, *kind.optional]} & set(SNAPSHOT)
 
 
 def check(event: Mapping[str, Any]) -> list[str]:

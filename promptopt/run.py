@@ -43,7 +43,8 @@ class Result:
     """What a run found.
 
     Attributes:
-        best_prompt: the candidate with the highest dev score (the seed if nothing beat it).
+        best_prompt: the candidate with the highest dev score if it passed the ``replace_if``
+            rule against the seed (see ``replacement``), else the seed.
         best_dev / seed_dev: mean dev scores.
         best_test / seed_test: test scores with 95% confidence intervals, each measured once.
         usage: calls and tokens per role, for the search and for the final test evaluation.
@@ -89,7 +90,6 @@ class Result:
         d = asdict(self)
         d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
         d["front"] = [entry.to_dict() for entry in self.front]
-        d["replacement"] = self.replacement.to_dict() if self.replacement else None
         return d
 
 

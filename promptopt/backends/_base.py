@@ -10,11 +10,15 @@ from typing import Any
 from promptopt.exceptions import CapabilityError, ConfigError
 from promptopt.types import Completion, LogProb, Request, ScoreRequest
 
-__all__ = ["TOKENIZING_BACKENDS", "Backend", "Capabilities", "WrappingBackend", "check_endpoint_limits",
-           "missing_tokenizer"]
+__all__ = ["SCORING_BACKENDS", "TOKENIZING_BACKENDS", "VOCABULARY_BACKENDS", "Backend", "Capabilities",
+           "WrappingBackend", "check_endpoint_limits", "missing_tokenizer"]
 
 #: the built-in backends that can tokenize (named in the error of one that cannot)
-TOKENIZING_BACKENDS = "llamacpp:<model>, vllm:<model>, or openai:<model> pointed at a vLLM server (tokenizer='vllm')"
+TOKENIZING_BACKENDS = "llamacpp:<model>, vllm:<model>, or openai:<model> pointed at a vLLM server"
+#: the built-in backends that can list their whole vocabulary
+VOCABULARY_BACKENDS = "llamacpp:<model> or vllm:<model>"
+#: the built-in backends that can score log-probabilities
+SCORING_BACKENDS = "llamacpp:<model>, vllm:<model>, or openai:<model> pointed at a vLLM server"
 
 
 def check_endpoint_limits(owner: str, max_concurrency: object, timeout: object) -> None:
@@ -46,8 +50,10 @@ class Capabilities:
             layers above hand it up to ``max_concurrency`` requests at once
             instead of one request per call.
         tokenize: exposes the model's tokenizer (:meth:`Backend.atokenize`,
-            :meth:`~Backend.adetokenize`, :meth:`~Backend.avocabulary`), for
-            strategies that edit or count prompts in the model's own tokens.
+            :meth:`~Backend.adetokenize`), for strategies that edit or count
+            prompts in the model's own tokens.
+        vocabulary: can also list every token (:meth:`Backend.avocabulary`), for
+            strategies that choose among them (a vLLM server cannot).
     """
 
     chat: bool = True
@@ -56,6 +62,7 @@ class Capabilities:
     seeds: bool = True
     batches: bool = False
     tokenize: bool = False
+    vocabulary: bool = False
 
 
 class Backend(ABC):

@@ -115,3 +115,13 @@ class RetryingBackend(WrappingBackend):
 
     async def ascore(self, requests: Sequence[ScoreRequest]) -> list[LogProb]:
         return await self._fan_out(requests, self.inner.ascore)
+
+    # a tokenizer served over HTTP (a vLLM server's /tokenize) fails transiently like any request
+    async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        return await self._call(lambda: self.inner.atokenize(texts))
+
+    async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        return await self._call(lambda: self.inner.adetokenize(ids))
+
+    async def avocabulary(self) -> list[str]:
+        return await self._call(self.inner.avocabulary)

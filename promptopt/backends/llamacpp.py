@@ -110,7 +110,8 @@ class LlamaCppBackend(Backend):
         self.model_path = resolve_model_path(model)
         self.n_ctx, self.seed = n_ctx, seed
         self.n_threads = n_threads or os.cpu_count() or 1
-        self.capabilities = Capabilities(chat=True, score=True, max_concurrency=1, seeds=True, tokenize=True)
+        self.capabilities = Capabilities(chat=True, score=True, max_concurrency=1, seeds=True, tokenize=True,
+                                         vocabulary=True)
         #: tokens the model has run a forward pass over (prompts and continuations; a reused prompt is not
         #: counted again): what prefix reuse saves, for benchmarks
         self.tokens_evaluated = 0

@@ -29,16 +29,18 @@ import gc
 import hashlib
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from promptopt.backends._base import Backend, Capabilities
 from promptopt.exceptions import BackendError, ConfigError
 from promptopt.types import Completion, LogProb, Message, Request, ScoreRequest
 
 __all__ = ["VLLMBackend"]
+
+T = TypeVar("T")
 
 _INSTALL = "run `pip install 'promptopt[vllm]'` (on a machine without a GPU: scripts/vllm-cpu-test.sh)"
 
@@ -100,7 +102,7 @@ class VLLMBackend(Backend):
         self.enforce_eager = enforce_eager
         self.engine_args = dict(engine_args or {})
         self.capabilities = Capabilities(chat=True, score=True, max_concurrency=max_concurrency, seeds=True,
-                                         batches=True, tokenize=True)
+                                         batches=True, tokenize=True, vocabulary=True)
         self._llm: Any = None
         self._lock = threading.Lock()  # the engine is not thread-safe
         self._pool: ThreadPoolExecutor | None = None
@@ -160,15 +162,25 @@ class VLLMBackend(Backend):
         return list(self._engine().get_tokenizer().encode(text, add_special_tokens=False))
 
     async def atokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return [self._tokens(t) for t in texts]
+        return await self._on_worker(lambda: [self._tokens(t) for t in texts])
 
     async def adetokenize(self, ids: Sequence[Sequence[int]]) -> list[str]:
-        tokenizer = self._engine().get_tokenizer()
-        return [str(tokenizer.decode(list(i), skip_special_tokens=False)) for i in ids]
+        def decode() -> list[str]:
+            tokenizer = self._engine().get_tokenizer()
+            return [str(tokenizer.decode(list(i), skip_special_tokens=False)) for i in ids]
+        return await self._on_worker(decode)
 
     async def avocabulary(self) -> list[str]:
-        tokenizer = self._engine().get_tokenizer()
-        return [str(tokenizer.decode([i], skip_special_tokens=False)) for i in range(len(tokenizer))]
+        def read() -> list[str]:
+            tokenizer = self._engine().get_tokenizer()
+            return [str(tokenizer.decode([i], skip_special_tokens=False)) for i in range(len(tokenizer))]
+        return await self._on_worker(read)
+
+    async def _on_worker(self, fn: Callable[[], T]) -> T:
+        """``fn`` on the engine's worker thread (it may load the engine: never on the event loop)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vllm")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
     def _context_limit(self) -> int:
         return int(self._engine().model_config.max_model_len)

@@ -156,7 +156,8 @@ def seed_id(events: Sequence[Event]) -> str | None:
 
 
 def best_id(events: Sequence[Event]) -> str | None:
-    """The best prompt's id: from the ``result`` event, else the highest full-dev mean so far.
+    """The best prompt's id: from the ``result`` event, else the highest full-dev mean so far
+    (an unfinished run's leader: the ``replace_if`` rule is applied only when a run finishes).
 
     Ties go to the earlier candidate, as in the Run's own choice.
     """

@@ -40,6 +40,8 @@ class Strategy(ABC):
     needs_score: ClassVar[bool] = False
     #: True when the strategy needs the target model's tokenizer (``ctx.tokenizer``)
     needs_tokenizer: ClassVar[bool] = False
+    #: True when it also needs the whole vocabulary (``ctx.tokenizer.vocabulary()``)
+    needs_vocabulary: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""
@@ -60,22 +62,27 @@ class Strategy(ABC):
         The Run calls it once the answer mode is known (``answer_mode``), before the seed is
         scored; a strategy whose settings exist only in one mode refuses the other here too.
         """
-        from promptopt.backends._base import TOKENIZING_BACKENDS
+        from promptopt.backends._base import SCORING_BACKENDS, TOKENIZING_BACKENDS, VOCABULARY_BACKENDS
         from promptopt.exceptions import CapabilityError
 
         missing = []
         if self.needs_score and not backend.capabilities.score:
-            missing.append("log-probabilities (score): llamacpp:<model>, vllm:<model>, or openai:<model> "
-                           "pointed at a vLLM server")
+            missing.append(f"log-probabilities (score): {SCORING_BACKENDS}")
         if self.uses_tokenizer() and not backend.capabilities.tokenize:
             missing.append(f"its tokenizer (tokenize): {TOKENIZING_BACKENDS}")
+        elif self.uses_vocabulary() and not backend.capabilities.vocabulary:
+            missing.append(f"its whole vocabulary (vocabulary): {VOCABULARY_BACKENDS}")
         if missing:
             raise CapabilityError(f"strategy {self.name!r} needs {' and '.join(missing)}; "
                                   f"{backend.model_string} has not; use one of those backends")
 
     def uses_tokenizer(self) -> bool:
         """Whether this instance, with its parameters, needs the tokenizer (``needs_tokenizer`` by default)."""
-        return self.needs_tokenizer
+        return self.needs_tokenizer or self.uses_vocabulary()
+
+    def uses_vocabulary(self) -> bool:
+        """Whether this instance needs the whole vocabulary (``needs_vocabulary`` by default)."""
+        return self.needs_vocabulary
 
     def validate(self) -> None:
         """Check every declared constraint; raise ConfigError on the first violation."""

@@ -155,6 +155,10 @@ class _Pruning(Strategy):
     record_both: bool
     score_incumbents: bool
 
+    def uses_tokenizer(self) -> bool:
+        """Pruning by token needs the model's tokenizer; by word, phrase or sentence it does not."""
+        return self.unit == "token"
+
     def _set_common(self, *, fitness: str, unit: PruneUnit, n_demos: int, n_score: int, record_both: bool,
                     score_incumbents: bool) -> None:
         self.fitness = fitness

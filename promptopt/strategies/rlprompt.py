@@ -153,8 +153,8 @@ class RLPrompt(Strategy):
     name: ClassVar[str] = "rlprompt"
     summary: ClassVar[str] = "RLPrompt: a token policy trained from stabilised label rewards (Deng et al., 2022)"
     needs_score: ClassVar[bool] = True
-    #: the default vocabulary is the model's; with ``words`` :meth:`uses_tokenizer` says it is not needed
-    needs_tokenizer: ClassVar[bool] = True
+    #: the default vocabulary is the model's; with ``words`` :meth:`uses_vocabulary` says it is not needed
+    needs_vocabulary: ClassVar[bool] = True
     constraints: ClassVar[dict[str, Any]] = {
         "prompt_length": Interval(int, 1), "words": _WordList(), "max_vocab": Interval(int, 1),
         "placement": OneOf(("prefix", "instruction")), "n_prompts": Interval(int, 2),
@@ -184,8 +184,8 @@ class RLPrompt(Strategy):
         self.incorrect_coeff = incorrect_coeff
         self.eval_every = eval_every
 
-    def uses_tokenizer(self) -> bool:
-        """The model's vocabulary needs its tokenizer; a word list does not."""
+    def uses_vocabulary(self) -> bool:
+        """The model's vocabulary is needed unless a word list is given."""
         return self.words is None
 
     def finalist_gap(self, n_dev: int) -> int:

@@ -48,7 +48,7 @@ class FakeBackend(Backend):
         self._score = score or (lambda r: -5.0 * _unit(r.key()))
         self.latency = latency
         self.capabilities = Capabilities(chat=True, score=can_score, max_concurrency=max_concurrency,
-                                         tokenize=can_tokenize)
+                                         tokenize=can_tokenize, vocabulary=can_tokenize)
         self.generate_requests: list[Request] = []
         self.score_requests: list[ScoreRequest] = []
 

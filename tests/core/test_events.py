@@ -41,7 +41,7 @@ def test_a_core_kind_with_a_wrong_field_is_refused() -> None:
     with pytest.raises(ValueError, match="evaluation event without 'dev'"):
         events.make("evaluation", prompt_id="a", n=1, mean=0.5)
     with pytest.raises(ValueError, match="'n' is bool"):
-        events.make("loss", prompt_id="a", n=True, mean=0.5, tokens=3)
+        events.make("loss", prompt_id="a", n=True, mean=0.5, gold_tokens=3)
     assert events.make("round", anything=1) == {"type": "round", "anything": 1}  # a strategy's note
 
 

@@ -119,7 +119,7 @@ def test_a_strategy_hands_over_a_front_and_its_own_selection_rule(parity_task: T
     assert stored["front"][0]["objectives"]["tokens"] == len(parity_task.seed_prompt.instruction.encode())
     events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
     assert [e["mean"] for e in events if e["type"] == "loss"] == [2.0, 0.5]
-    assert [e["n"] for e in events if e["type"] == "loss"] == [5, 5]
+    assert [(e["n"], e["gold_tokens"]) for e in events if e["type"] == "loss"] == [(5, 5), (5, 5)]
 
 
 class _NeedsTokenizer(Strategy):
