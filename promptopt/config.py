@@ -145,6 +145,8 @@ class RunConfig:
         target_field: for file: tasks, the field holding the gold answer.
         metric: for file: tasks, exact, contains or numeric.
         labels: for file: tasks, the closed label set (enables choice mode).
+        gold: which gold continuation loss-based strategies score, for tasks that offer more
+            than one (gsm8k: solution or answer; BBH: answer or sentence); default: the task's own.
         runs_dir: where run directories and the cache go.
         run_id: the run directory name (default: derived from the configuration,
             so the same configuration reuses its directory and cache).
@@ -187,6 +189,7 @@ class RunConfig:
     target_field: str | None = _setting(None)
     metric: str | None = _setting(None)
     labels: Sequence[str] | None = _setting(None, cli="labels")
+    gold: str | None = _setting(None)
     runs_dir: str | Path = _setting("runs")
     run_id: str | None = _setting(None, search=True, check=_run_id)
     cache: bool | str | Path = _setting(True, cli="cache")
@@ -239,7 +242,7 @@ class RunConfig:
         return TaskOptions(n_train=self.n_train, n_dev=self.n_dev, n_test=self.n_test, seed=self.seed,
                            data_dir=self.data_dir, offline=self.offline, input_field=self.input_field,
                            target_field=self.target_field, metric=self.metric,
-                           labels=tuple(self.labels) if self.labels else None)
+                           labels=tuple(self.labels) if self.labels else None, gold=self.gold)
 
     def budget_for(self, answer_mode: str) -> Budget:
         """The budget given, else :func:`default_budget` for the answer mode the run resolved."""

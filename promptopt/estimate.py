@@ -75,7 +75,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
              data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
-             model_options: Mapping[str, Any] | None = None,
+             gold: str | None = None, model_options: Mapping[str, Any] | None = None,
              optimizer_options: Mapping[str, Any] | None = None, config: RunConfig | None = None) -> Estimate:
     """Check a run's configuration and bound what it would spend, without calling any model.
 

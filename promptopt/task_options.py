@@ -42,12 +42,14 @@ class TaskOptions:
     target_field: str | None = None
     metric: str | None = None
     labels: tuple[str, ...] | None = None
+    gold: str | None = None
 
     def to_config(self) -> dict[str, Any]:
         """What changes the examples (the data location does not)."""
         return {"n_train": self.n_train, "n_dev": self.n_dev, "n_test": self.n_test,
                 "input_field": self.input_field, "target_field": self.target_field,
-                "metric": self.metric, "labels": list(self.labels) if self.labels else None}
+                "metric": self.metric, "labels": list(self.labels) if self.labels else None} | (
+            {} if self.gold is None else {"gold": self.gold})  # absent by default: earlier run ids stay
 
 
 def check_run_inputs(config: RunConfig) -> tuple[Strategy, Task]:
@@ -66,9 +68,10 @@ def load_task_from_options(task: str | Task, options: TaskOptions,
                            env: Mapping[str, str] | None = None) -> Task:
     """Load a task by name (or pass an instance through) with these options."""
     env = os.environ if env is None else env
-    return load_task(task, data_dir=resolve_data_dir(options.data_dir, env),
-                     base_url=env.get("PROMPTOPT_DATA_URL") or None,
-                     offline=options.offline or env.get("PROMPTOPT_OFFLINE", "") not in ("", "0"),
-                     n_train=options.n_train, n_dev=options.n_dev, n_test=options.n_test, seed=options.seed,
-                     input_field=options.input_field, target_field=options.target_field,
-                     metric=options.metric, labels=list(options.labels) if options.labels else None)
+    loaded = load_task(task, data_dir=resolve_data_dir(options.data_dir, env),
+                       base_url=env.get("PROMPTOPT_DATA_URL") or None,
+                       offline=options.offline or env.get("PROMPTOPT_OFFLINE", "") not in ("", "0"),
+                       n_train=options.n_train, n_dev=options.n_dev, n_test=options.n_test, seed=options.seed,
+                       input_field=options.input_field, target_field=options.target_field,
+                       metric=options.metric, labels=list(options.labels) if options.labels else None)
+    return loaded if options.gold is None else loaded.with_gold(options.gold)

@@ -215,3 +215,19 @@ def test_a_loss_choice_mode_already_measured_costs_no_call(parity_task: Task) ->
     (res,) = asyncio.run(ev.aloss([parity_task.seed_prompt], dev))
     assert fake.n_calls == calls and meter.usage.target.calls == calls  # neither sent nor counted again
     assert [e.loss for e in res.examples] == [-SCORES[ex.target] for ex in dev]
+
+
+def test_the_gold_option_reaches_the_task_and_a_bad_one_is_refused_before_any_call(tmp_path: Path) -> None:
+    from promptopt.config import RunConfig
+    from promptopt.task_options import check_run_inputs
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    cfg = RunConfig(task="gsm8k", gold="answer", data_dir=data, n_dev=2, n_test=2, n_train=2, offline=True)
+    _, task = check_run_inputs(cfg)
+    ex = task.splits.dev[0]
+    assert task.gold_text(ex) == f"The answer is {ex.target}."
+    fake = FakeBackend()
+    with pytest.raises(promptopt.ConfigError, match="no gold continuation 'steps'.*solution, answer"):
+        promptopt.optimize("gsm8k", "apo", fake, gold="steps", data_dir=data, offline=True,
+                           runs_dir=tmp_path / "runs")
+    assert fake.n_calls == 0 and not (tmp_path / "runs").exists()
