@@ -56,8 +56,10 @@ def check_selection(result: promptopt.Result, events: Sequence[dict[str, Any]], 
     * the seed and the best were scored on every dev example during the search: scoring them again
       from the run's cache sends no call and gives the dev means the result reports (a partly scored
       candidate, or a partial mean, would show);
-    * no candidate the search scored on all of dev at once has a higher mean than the best;
-    * the seed is replaced only by a candidate strictly better on dev (ties go to the seed).
+    * no candidate the search scored on all of dev at once has a higher mean than the winner (the
+      best, or the candidate the ``replace_if`` rule judged and turned down);
+    * the seed is replaced only by a candidate strictly better on dev (ties go to the seed), and only
+      when the rule's own verdict says so.
     """
     for prompt, reported in ((result.seed_prompt, result.seed_dev), (result.best_prompt, result.best_dev)):
         again = promptopt.evaluate(prompt, result.task, split="dev", answer_mode=result.answer_mode, seed=result.seed,
@@ -65,6 +67,10 @@ def check_selection(result: promptopt.Result, events: Sequence[dict[str, Any]], 
         assert again.usage["target"]["paid_calls"] == 0, f"{prompt.id} was not scored on all of dev"
         assert again.score.n == n_dev and again.score.mean == pytest.approx(reported)
     full_dev = [e["mean"] for e in events if e["type"] == "evaluation" and e["dev"] and e["n"] == n_dev]
-    assert full_dev and max(full_dev) <= result.best_dev + 1e-9
-    if result.best_prompt != result.seed_prompt:
+    # the winner's dev mean: the best's, or, when the rule kept the seed, the seed's plus the turned-down margin
+    winner_dev = result.seed_dev + result.replacement.margin if result.replacement else result.best_dev
+    assert full_dev and max(full_dev) <= winner_dev + 1e-9
+    replaced = result.best_prompt != result.seed_prompt
+    assert replaced == (result.replacement is not None and result.replacement.replaced)
+    if replaced:
         assert result.best_dev > result.seed_dev
