@@ -16,6 +16,7 @@ BENCHMARKS = {
     "replay": "bench.replay",  # cached rerun and kill -9 + resume vs an uninterrupted run
     "same_results": "bench.same_results",  # every strategy at two checkouts from one cache: same results?
     "scoring": "bench.scoring",  # prompt reuse across labels; gold-loss throughput vs raw llama-cpp-python
+    "turned_down": "bench.turned_down",  # test scores of the winners the replacement rule kept the seed against
 }
 
 

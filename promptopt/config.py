@@ -163,9 +163,9 @@ class RunConfig:
             fewshot and gepa scoring on samples of dev, ape, promptwizard, and opro scoring on
             train; else 0). Applies only when the kept calls are at most half of the cap left
             after scoring the seed.
-        replace_if: when the search's winner replaces the seed: better (any higher dev
-            mean) or sign-test:ALPHA (default sign-test:0.05: a one-sided exact sign test on
-            the dev examples, so a winner by chance keeps the seed).
+        replace_if: when the search's winner replaces the seed: better (any higher dev mean),
+            sign-test:ALPHA (a one-sided exact sign test on the dev examples), or auto (default:
+            sign-test:0.05 in generate mode, better in choice mode).
 
     Example:
         >>> RunConfig(task="sst2", n_dev=10, model_options={"api_key": "sk-..."})

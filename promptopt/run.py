@@ -25,7 +25,7 @@ from promptopt.evaluator import Evaluator, resolve_answer_mode
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
-from promptopt.replacement import DEFAULT_RULE, Replacement, decide
+from promptopt.replacement import DEFAULT_RULE, Replacement, decide, resolve_rule
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
@@ -354,7 +354,8 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     replacement = None
     seed_cand = run.history.candidates.get(run.task.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
-        replacement = decide(config["replace_if"], best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
+        rule = resolve_rule(config["replace_if"], config["answer_mode"])
+        replacement = decide(rule, best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
         run.emit(events.make(events.REPLACEMENT, **replacement.to_dict()))
         if not replacement.replaced:
             best_cand = seed_cand

@@ -34,7 +34,7 @@ def test_decisions_under_each_rule() -> None:
 
 @pytest.mark.parametrize("bad", ["sometimes", "sign-test:", "sign-test:1.5", "sign-test:0", 0.05])
 def test_a_bad_rule_names_the_choices(bad: object) -> None:
-    with pytest.raises(promptopt.ConfigError, match="replace_if must be 'better' or 'sign-test:ALPHA'"):
+    with pytest.raises(promptopt.ConfigError, match="replace_if must be 'auto', 'better' or 'sign-test:ALPHA'"):
         check_rule(bad)
 
 
@@ -71,6 +71,21 @@ def test_a_winner_by_one_example_keeps_the_seed_unless_asked(parity_task: Task, 
     assert stored["replacement"]["rule"] == rule and stored["replacement"]["replaced"] is replaced
     events = [json.loads(x) for x in Path(result.run_dir, "events.jsonl").read_text().splitlines()]
     assert [e["replaced"] for e in events if e["type"] == "replacement"] == [replaced]
+
+
+@pytest.mark.parametrize(("mode", "rule"), [("generate", "sign-test:0.05"), ("choice", "better")])
+def test_auto_is_the_sign_test_in_generate_mode_and_better_in_choice_mode(mode: str, rule: str) -> None:
+    from promptopt.replacement import resolve_rule
+
+    assert resolve_rule("auto", mode) == rule
+    assert resolve_rule("sign-test:0.2", mode) == "sign-test:0.2"
+
+
+def test_the_default_rule_keeps_a_one_example_winner_in_generate_mode(parity_task: Task, tmp_path: Path) -> None:
+    result = promptopt.optimize(parity_task, _OneMoreRight(), FakeBackend(reply=_reply(parity_task)),
+                                answer_mode="generate", cache=False, runs_dir=tmp_path)
+    assert result.replacement is not None and result.replacement.rule == "sign-test:0.05"
+    assert not result.replacement.replaced and result.best_prompt == result.seed_prompt
 
 
 def test_a_bad_rule_on_the_command_line_exits_2_before_anything_runs(tmp_path: Path) -> None:
