@@ -98,7 +98,11 @@ class Task(ABC):
 
     def feedback(self, answer: str | None, example: Example) -> str:
         """A short textual verdict on one answer, for reflective strategies."""
-        if self.metric(answer, example) >= 1.0:
+        return self.verdict(answer, example, self.metric(answer, example))
+
+    def verdict(self, answer: str | None, example: Example, score: float) -> str:
+        """The default :meth:`feedback` for an answer whose metric score is known."""
+        if score >= 1.0:
             return "correct"
         got = "no parsable answer" if answer is None else repr(answer)
         return f"expected {example.target!r}, got {got}"

@@ -70,3 +70,21 @@ def test_a_sequential_backend_gets_each_prompts_requests_together(parity_task: T
     assert owners == [False] * 8 + [True] * 8
     firsts = [r.messages[-1].content for r in fake.score_requests[:8]]
     assert firsts[0] == firsts[1] and firsts[2] == firsts[3]  # both labels of one example in a row
+
+
+def test_a_task_s_own_feedback_is_kept_and_the_default_matches_feedback(parity_task: Task) -> None:
+    import copy
+
+    class OwnFeedback(type(parity_task)):  # type: ignore[misc]
+        def feedback(self, answer: str | None, example: object) -> str:
+            return f"custom:{answer}"
+
+    own = copy.copy(parity_task)
+    own.__class__ = OwnFeedback
+    fake = FakeBackend(reply=parity_target)
+    dev = parity_task.splits.dev[:4]
+    (mine,) = asyncio.run(Evaluator(own, fake, "generate").aevaluate([own.seed_prompt], dev))
+    assert [e.feedback for e in mine.examples] == ["custom:even"] * 4
+    (default,) = asyncio.run(Evaluator(parity_task, fake, "generate").aevaluate([parity_task.seed_prompt], dev))
+    assert [e.feedback for e in default.examples] == [parity_task.feedback(e.answer, ex)
+                                                      for e, ex in zip(default.examples, dev, strict=True)]
