@@ -12,7 +12,8 @@ or repeated run then follows exactly the same trajectory as the first one
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -113,6 +114,13 @@ class Meter:
 
     ``enforce`` is switched off by the Run for the final test evaluation, which
     is reported separately and never cut short.
+
+    Token and dollar caps are known only from answers. Inside :meth:`one_call`
+    (a strategy's ``ctx.evaluate``, ``ctx.loss`` or ``ctx.propose``) they are
+    checked once, when the call starts, not before each of its batches: the
+    batches of one call run concurrently, and on a rerun from the cache their
+    answers come back at once, so a check per batch would admit a different
+    number of them the second time and resume would not be replay.
     """
 
     def __init__(self, budget: Budget | None = None, *, clock: Any = time.monotonic) -> None:
@@ -125,6 +133,7 @@ class Meter:
         self.listener: Callable[[], None] | None = None
         self._clock = clock
         self._started = clock()
+        self._in_call = False
 
     def elapsed(self) -> float:
         return float(self._clock() - self._started)
@@ -140,6 +149,16 @@ class Meter:
             kept = f" ({held} kept back to finish scoring the best candidates on dev)" if held else ""
             raise BudgetExhausted(f"{role} call cap {cap}{kept}: {used.calls} used, the next batch needs "
                                   f"{n_calls} more", cap=f"{role}_calls")
+        if not self._in_call:
+            self.check_spend(role)
+        if b.seconds is not None and self.elapsed() >= b.seconds:
+            raise BudgetExhausted(f"wall-time cap {b.seconds}s reached", cap="seconds")
+
+    def check_spend(self, role: Role) -> None:
+        """Raise :class:`BudgetExhausted` if a token or dollar cap is reached (``role``'s own included)."""
+        if not self.enforce:
+            return
+        b, used = self.budget, self.usage.role(role)
         if b.tokens is not None and self.usage.tokens >= b.tokens:
             raise BudgetExhausted(f"token cap {b.tokens} reached ({self.usage.tokens} used)", cap="tokens")
         if role == "target" and b.target_tokens is not None and used.tokens >= b.target_tokens:
@@ -147,8 +166,16 @@ class Meter:
                                   cap="target_tokens")
         if b.usd is not None and self.usage.usd >= b.usd:
             raise BudgetExhausted(f"dollar cap {b.usd} reached", cap="usd")
-        if b.seconds is not None and self.elapsed() >= b.seconds:
-            raise BudgetExhausted(f"wall-time cap {b.seconds}s reached", cap="seconds")
+
+    @contextmanager
+    def one_call(self, role: Role) -> Iterator[None]:
+        """Check the token and dollar caps once, now, for every batch sent inside the block."""
+        self.check_spend(role)
+        self._in_call = True
+        try:
+            yield
+        finally:
+            self._in_call = False
 
     def reserve(self, role: Role, n_calls: int) -> None:
         """Count ``n_calls`` more calls, or raise :class:`BudgetExhausted` if that would cross a cap.

@@ -12,19 +12,21 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from promptopt import events
 from promptopt._loop import LoopThread
 from promptopt.backends._base import Backend, missing_tokenizer
+from promptopt.budget import Meter
 from promptopt.evaluator import EvalResult, Evaluator, LossResult
 from promptopt.exceptions import BudgetExhausted
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
 from promptopt.tokenizer import Tokenizer
-from promptopt.types import Example, Message, Request
+from promptopt.types import Example, Message, Request, Role
 
 __all__ = ["Context", "FrontEntry", "Selection"]
 
@@ -71,7 +73,7 @@ class Context:
 
     def __init__(self, *, task: Task, seed_prompt: Prompt, evaluator: Evaluator, optimizer: Backend,
                  loop: LoopThread, history: History, emit: Callable[[dict[str, Any]], None],
-                 seed: int) -> None:
+                 seed: int, meter: Meter | None = None) -> None:
         self.task = task
         self.train: tuple[Example, ...] = task.splits.train
         self.dev: tuple[Example, ...] = task.splits.dev
@@ -89,6 +91,11 @@ class Context:
         #: the strategy's current leaders (:meth:`offer`), best first
         self.offered: tuple[Prompt, ...] = ()
         self._tokenizer: Tokenizer | None = None
+        self._meter = meter
+
+    def _spend(self, role: Role) -> AbstractContextManager[None]:
+        """The block of one call: token and dollar caps checked once, when it starts (see Meter)."""
+        return self._meter.one_call(role) if self._meter is not None else nullcontext()
 
     def _wait(self, call: Coroutine[Any, Any, T]) -> T:
         """Run ``call`` on the event loop, counting the time as waiting, not strategy compute."""
@@ -108,7 +115,8 @@ class Context:
         known = self._evaluator.known
         fresh = {p.id for p in prompts if any(known(p, ex) is None for ex in examples)}
         try:
-            results = self._wait(self._evaluator.aevaluate(prompts, examples))
+            with self._spend("target"):
+                results = self._wait(self._evaluator.aevaluate(prompts, examples))
         except BudgetExhausted:
             self._record_known(prompts, examples)  # keep what finished before the cap
             raise
@@ -142,7 +150,8 @@ class Context:
         known = self._evaluator.known_loss
         fresh = {p.id for p in prompts if any(known(p, ex) is None for ex in examples)}
         try:
-            results = self._wait(self._evaluator.aloss(prompts, examples))
+            with self._spend("target"):
+                results = self._wait(self._evaluator.aloss(prompts, examples))
         except BudgetExhausted:
             for prompt in {p.id: p for p in prompts if p.id in fresh}.values():
                 losses = [known(prompt, ex) for ex in examples]
@@ -178,7 +187,8 @@ class Context:
         requests = [Request(messages, max_tokens=max_tokens, temperature=temperature, seed=seed + i,
                             sample_index=i, role="optimizer") for i in range(n)]
         try:
-            replies = self._wait(self._optimizer.agenerate(requests))
+            with self._spend("optimizer"):
+                replies = self._wait(self._optimizer.agenerate(requests))
         except BudgetExhausted as exc:
             if exc.cap == "optimizer_calls":
                 self.optimizer_cap_hit = str(exc)

@@ -140,7 +140,7 @@ class _Run:
     def context(self) -> Context:
         return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
                        optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
-                       emit=self.emit, seed=self.seed)
+                       emit=self.emit, seed=self.seed, meter=self.session.meter)
 
     def search(self, ctx: Context) -> str | None:
         """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any.

@@ -231,3 +231,29 @@ def test_the_gold_option_reaches_the_task_and_a_bad_one_is_refused_before_any_ca
         promptopt.optimize("gsm8k", "apo", fake, gold="steps", data_dir=data, offline=True,
                            runs_dir=tmp_path / "runs")
     assert fake.n_calls == 0 and not (tmp_path / "runs").exists()
+
+
+class _EightAtOnce(Strategy):
+    """Scores eight new prompts per call on 5 train examples until the budget stops it."""
+
+    name = "eight-at-once"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        for step in range(1000):
+            ctx.evaluate([ctx.seed_prompt.with_instruction(f"Variant {step}.{i}") for i in range(8)], ctx.train[:5])
+        return []
+
+
+def test_a_token_cap_on_a_concurrent_backend_replays_exactly(parity_task: Task, tmp_path: Path) -> None:
+    def run() -> promptopt.Result:
+        fake = FakeBackend(reply=lambda r: "even", latency=0.01, max_concurrency=8)
+        return promptopt.optimize(parity_task, _EightAtOnce(), fake, answer_mode="generate", n_dev=5,
+                                  cache=tmp_path / "cache.sqlite", runs_dir=tmp_path / "runs",
+                                  budget=Budget(target_tokens=1000))
+    first, again = run(), run()
+    assert first.stopped_by is not None and "target token cap 1000" in first.stopped_by
+    for key in ("calls", "tokens"):
+        assert again.usage["search"]["target"][key] == first.usage["search"]["target"][key]
+    assert again.n_candidates == first.n_candidates and again.usage["search"]["target"]["paid_calls"] == 0
+    # checked when each ctx.evaluate starts: the last call admitted began under the cap (40 calls of < 20 tokens)
+    assert first.usage["search"]["target"]["tokens"] < 1000 + 40 * 20
