@@ -139,6 +139,8 @@ def _print_estimate(est: Any) -> None:
     table.add_row("target calls, final test (seed + best)", show(est.test_target_calls))
     table.add_row("optimizer calls", show(est.search_optimizer_calls))
     table.add_row("tokens", show(est.tokens))
+    if est.budget.target_tokens is not None:  # checked when each strategy call starts: one call may end past it
+        table.add_row("target-model tokens, search (cap)", show(est.budget.target_tokens))
     table.add_row("dollars", "unknown (no price for this backend)" if est.usd is None else show(est.usd, "$"))
     out.print(table)
     out.print(f"calls per example: {est.calls_per_example:g}; target tokens per call ≈ "

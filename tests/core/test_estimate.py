@@ -47,3 +47,13 @@ def test_dry_run_prints_the_bounds_and_writes_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "77" in result.stdout and "Nothing was run or written" in result.stdout
     assert not runs.exists()
+
+
+def test_dry_run_shows_a_target_token_cap_only_when_given(tmp_path: Path) -> None:
+    base = ["optimize", "--task", "synthetic:sentiment", "--model", "fake:x", "--dry-run",
+            "--runs-dir", str(tmp_path / "runs")]
+    capped = CliRunner().invoke(app, [*base, "--budget-target-tokens", "12345"], env={"COLUMNS": "200"})
+    assert capped.exit_code == 0, capped.output
+    assert "target-model tokens, search (cap)" in capped.stdout and "12,345" in capped.stdout
+    plain = CliRunner().invoke(app, base, env={"COLUMNS": "200"})
+    assert plain.exit_code == 0 and "target-model tokens" not in plain.stdout
