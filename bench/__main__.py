@@ -17,6 +17,7 @@ BENCHMARKS = {
     "same_results": "bench.same_results",  # every strategy at two checkouts from one cache: same results?
     "scoring": "bench.scoring",  # prompt reuse across labels; gold-loss throughput vs raw llama-cpp-python
     "turned_down": "bench.turned_down",  # test scores of the winners the replacement rule kept the seed against
+    "families_figures": "bench.families_figures",  # the families grid's figures and PNGs, from its runs
 }
 
 

@@ -390,6 +390,43 @@ def test_openai_backend_on_vllm_serve_scores_like_the_in_process_backend(
     assert reply.text == local.text and reply.prompt_tokens == local.prompt_tokens
 
 
+def _sst2_dev_inputs() -> list[str]:
+    from promptopt.tasks import load_task
+
+    data = Path(os.environ.get("PROMPTOPT_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    task = load_task("sst2", data_dir=data, n_train=10, n_dev=200, n_test=10, offline=True)
+    return [ex.input for ex in task.splits.dev]
+
+
+@real_vllm
+def test_vllm_tokenize_detokenize_round_trips_on_200_dev_inputs(vllm_backend: VLLMBackend) -> None:
+    texts = _sst2_dev_inputs()
+    assert len(texts) == 200
+    ids = asyncio.run(vllm_backend.atokenize(texts))
+    assert asyncio.run(vllm_backend.adetokenize(ids)) == texts
+    vocabulary = asyncio.run(vllm_backend.avocabulary())
+    assert "".join(vocabulary[i] for i in ids[0]) == texts[0]
+
+
+@real_vllm
+def test_openai_on_vllm_serve_round_trips_the_same_token_ids(
+        vllm_server_url: str, vllm_backend: VLLMBackend) -> None:
+    texts = _sst2_dev_inputs()
+    remote = OpenAIBackend(model="smollm2", base_url=vllm_server_url)
+    assert remote.capabilities.tokenize  # found by asking /v1/models
+
+    async def round_trip() -> tuple[list[list[int]], list[str]]:
+        try:
+            ids = await remote.atokenize(texts)
+            return ids, await remote.adetokenize(ids)
+        finally:
+            await remote.aclose()
+
+    ids, back = asyncio.run(round_trip())
+    assert ids == asyncio.run(vllm_backend.atokenize(texts))  # the server's tokens are the engine's
+    assert back == texts
+
+
 @real_vllm
 def test_vllm_through_the_run_stack_gets_its_misses_in_one_engine_call(
         vllm_backend: VLLMBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
