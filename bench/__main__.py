@@ -17,6 +17,7 @@ BENCHMARKS = {
     "same_results": "bench.same_results",  # every strategy at two checkouts from one cache: same results?
     "scoring": "bench.scoring",  # prompt reuse across labels; gold-loss throughput vs raw llama-cpp-python
     "turned_down": "bench.turned_down",  # test scores of the winners the replacement rule kept the seed against
+    "plans": "bench.plans",  # how much of each strategy's loop the default budget pays for (no model call)
 }
 
 
