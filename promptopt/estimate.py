@@ -110,12 +110,15 @@ def _dev_calls(task: Task, mode: str) -> list[int]:
     return sorted((1 if mode == "generate" else len(task.choices(ex) or ()) for ex in task.splits.dev), reverse=True)
 
 
-def _kept_for_finalists(strat: Strategy, reserve: int | None, dev_calls: list[int], cap: int | None) -> int:
-    """Target calls the Run keeps from the strategy to score finalists on all of dev (as the Run does)."""
+def _kept_for_finalists(strat: Strategy, reserve: int | None, dev_calls: list[int],
+                        cap: int | None) -> tuple[int, int]:
+    """Target calls the Run keeps from the strategy to score finalists on all of dev, and for how
+    many finalists (as the Run works them out; none when it keeps nothing)."""
     gap = strat.finalist_gap(len(dev_calls))
     reserve = (1 if (gap or 0) > 0 else 0) if reserve is None else reserve
     need = reserve * sum(dev_calls[: len(dev_calls) if gap is None else gap])
-    return need if reserve and cap is not None and 2 * need <= cap - sum(dev_calls) else 0
+    kept = reserve > 0 and cap is not None and 2 * need <= cap - sum(dev_calls)
+    return (need, reserve) if kept else (0, 0)
 
 
 def _cap_costs(budget: Budget, per_example: float, per_call: int) -> dict[str, tuple[float, Callable[[Spend], float]]]:
@@ -149,13 +152,13 @@ def _fit(plan: StepPlan, costs: Mapping[str, tuple[float, Callable[[Spend], floa
     return _Fit(steps, one_step)
 
 
-def _new_full(plan: StepPlan, steps: float, reserve_used: bool) -> int:
+def _new_full(plan: StepPlan, steps: float, finalists_kept: int) -> int:
     """New fully scored candidates: the setup's, the whole steps', then the finish's when the whole
-    loop fits (else the finalist the Run completes from the calls it kept, if it kept any)."""
+    loop fits (else the finalists the Run completes from the calls it kept, if it kept any)."""
     done = min(steps, plan.paper_steps if plan.paper_steps is not None else math.inf)
     loop_ends = plan.paper_steps is not None and steps >= plan.paper_steps
     count = plan.setup.new_full + math.floor(done) * plan.per_step.new_full
-    return int(count + (plan.finish.new_full if loop_ends else 1 if reserve_used else 0))
+    return int(count + (plan.finish.new_full if loop_ends else finalists_kept))
 
 
 def _warning(est: Estimate, plan: StepPlan, steps: float, fit: _Fit) -> str:
@@ -220,12 +223,13 @@ def _with_plan(est: Estimate, strat: Strategy, task: Task, reserve: int | None) 
     if plan is None:
         return est
     dev_calls = _dev_calls(task, est.answer_mode)
-    kept = _kept_for_finalists(strat, reserve, dev_calls, est.budget.target_calls)
+    kept, finalists_kept = _kept_for_finalists(strat, reserve, dev_calls, est.budget.target_calls)
     seed = Spend(example_evals=len(splits.dev))  # the Run scores the seed on dev before step 1
     costs = _cap_costs(est.budget, est.calls_per_example, est.target_tokens_per_call)
     fit = _fit(plan, costs, seed, kept)
     steps = min(fit.steps.values(), default=math.inf)
     fixed = est.target_calls_of(seed) + kept + est.target_calls_of(plan.setup)
+    endless = math.isinf(steps) and plan.paper_steps is None  # no cap and no end: no count
     est = replace(est, plan=plan, steps=None if math.isinf(steps) else steps, fixed_target_calls=math.ceil(fixed),
-                  new_full=None if math.isinf(steps) and plan.paper_steps is None else _new_full(plan, steps, kept > 0))
+                  new_full=None if endless else _new_full(plan, steps, finalists_kept))
     return replace(est, warnings=(_warning(est, plan, steps, fit),)) if steps < 1 and plan.paper_steps != 0 else est
