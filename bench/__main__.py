@@ -18,6 +18,7 @@ BENCHMARKS = {
     "scoring": "bench.scoring",  # prompt reuse across labels; gold-loss throughput vs raw llama-cpp-python
     "turned_down": "bench.turned_down",  # test scores of the winners the replacement rule kept the seed against
     "families_figures": "bench.families_figures",  # the families grid's figures and PNGs, from its runs
+    "plans": "bench.plans",  # how much of each strategy's loop the default budget pays for (no model call)
 }
 
 

@@ -145,6 +145,19 @@ def _print_estimate(est: Any) -> None:
     out.print(table)
     out.print(f"calls per example: {est.calls_per_example:g}; target tokens per call ≈ "
               f"{est.target_tokens_per_call} (text length / 4). Nothing was run or written.", highlight=False)
+    plan = est.plan
+    if plan is not None:
+        s, unit = plan.per_step, plan.unit
+        losses = f" + {s.loss_calls:,.0f} scored gold continuations" if s.loss_calls else ""
+        out.print(f"plan: one {unit} ≈ {s.example_evals:,.0f} example evaluations{losses} "
+                  f"({est.target_calls_of(s):,.0f} target calls), {s.optimizer_calls:,.0f} optimizer calls, "
+                  f"{s.new_full:.3g} new candidates scored on all of dev", highlight=False)
+        paper = "until the budget ends" if plan.paper_steps is None else plan.paper_steps
+        out.print(f"{unit}s: the paper's loop runs {paper}; the budget fits "
+                  f"{'all (no cap)' if est.steps is None else f'{est.steps:,.2f}'}; new candidates scored on all "
+                  f"of dev that fit: {'unknown' if est.new_full is None else est.new_full}", highlight=False)
+    for warning in est.warnings:  # advice, not an error: the exit code stays 0
+        err.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _load_prompt(instruction: Optional[str], prompt_file: Optional[Path]) -> Prompt | str | None:

@@ -1,9 +1,16 @@
-"""What a run would spend, worked out before anything is spent (``--dry-run``)."""
+"""What a run would spend, worked out before anything is spent (``--dry-run``).
+
+Besides the caps, the estimate holds the strategy's plan (:meth:`Strategy.step_plan`):
+how many full steps of its loop the budget pays for, and how many new candidates
+scored on all of dev that leaves the Run to pick from, with a warning when not even
+one step fits.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,7 @@ from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
 from promptopt.evaluator import resolve_answer_mode
 from promptopt.session import Session
 from promptopt.strategies import Strategy
+from promptopt.strategies._base import Spend, StepPlan
 from promptopt.task_options import check_run_inputs
 from promptopt.tasks import Task
 
@@ -31,6 +39,13 @@ class Estimate:
 
     The search spends at most its caps; the final test evaluation adds at most
     ``test_target_calls`` (seed and best on every test example).
+
+    The plan fields are planning figures from the strategy's :meth:`~Strategy.step_plan`
+    (None when it gives none): ``steps`` is how many full steps of its loop fit the caps
+    (after the seed's dev evaluation, the strategy's setup and the calls kept back for
+    finalists; None when no cap limits them), ``new_full`` the new candidates scored on all
+    of dev that leaves, ``fixed_target_calls`` the target calls spent before step 1 or kept
+    back, and ``warnings`` says when not one full step fits, and which cap value would.
     """
 
     task: str
@@ -45,10 +60,31 @@ class Estimate:
     target_tokens_per_call: int
     tokens: int | None
     usd: float | None
+    plan: StepPlan | None = None
+    steps: float | None = None
+    new_full: int | None = None
+    fixed_target_calls: int = 0
+    warnings: tuple[str, ...] = ()
 
     @property
     def target_calls(self) -> int | None:
         return None if self.search_target_calls is None else self.search_target_calls + self.test_target_calls
+
+    @property
+    def paper_steps(self) -> int | None:
+        """Steps the strategy's paper loop runs (None: until the budget ends, or no plan)."""
+        return None if self.plan is None else self.plan.paper_steps
+
+    def target_calls_of(self, spend: Spend) -> float:
+        """Target calls ``spend`` costs in this run's answer mode."""
+        return spend.example_evals * self.calls_per_example + spend.loss_calls
+
+    def target_calls_for(self, n_steps: float) -> int | None:
+        """The ``--budget-target-calls`` that fits ``n_steps`` full steps: the seed on dev, the
+        calls kept back for finalists, the strategy's setup and the steps (None without a plan)."""
+        if self.plan is None:
+            return None
+        return math.ceil(self.fixed_target_calls + n_steps * self.target_calls_of(self.plan.per_step))
 
 
 def _tokens_per_call(task: Task, mode: str) -> int:
@@ -67,6 +103,76 @@ def _calls_per_example(task: Task, mode: str) -> float:
     examples = task.splits.test or task.splits.dev
     counts = [len(task.choices(ex) or ()) for ex in examples]
     return sum(counts) / len(counts) if counts else 1.0
+
+
+def _dev_calls(task: Task, mode: str) -> list[int]:
+    """Target calls per dev example, most first (one, or one per label in choice mode)."""
+    return sorted((1 if mode == "generate" else len(task.choices(ex) or ()) for ex in task.splits.dev), reverse=True)
+
+
+def _kept_for_finalists(strat: Strategy, reserve: int | None, dev_calls: list[int],
+                        cap: int | None) -> tuple[int, int]:
+    """Target calls the Run keeps from the strategy to score finalists on all of dev, and for how
+    many finalists (as the Run works them out; none when it keeps nothing)."""
+    gap = strat.finalist_gap(len(dev_calls))
+    reserve = (1 if (gap or 0) > 0 else 0) if reserve is None else reserve
+    need = reserve * sum(dev_calls[: len(dev_calls) if gap is None else gap])
+    kept = reserve > 0 and cap is not None and 2 * need <= cap - sum(dev_calls)
+    return (need, reserve) if kept else (0, 0)
+
+
+def _cap_costs(budget: Budget, per_example: float, per_call: int) -> dict[str, tuple[float, Callable[[Spend], float]]]:
+    """For each cap set, its value and what a :class:`Spend` costs against it."""
+    def target(s: Spend) -> float:
+        return s.example_evals * per_example + s.loss_calls
+
+    costs: dict[str, Callable[[Spend], float]] = {
+        "target_calls": target, "optimizer_calls": lambda s: s.optimizer_calls,
+        "target_tokens": lambda s: target(s) * per_call,
+        "tokens": lambda s: target(s) * per_call + s.optimizer_calls * OPTIMIZER_TOKENS_PER_CALL}
+    return {name: (cap, cost) for name, cost in costs.items() if (cap := getattr(budget, name)) is not None}
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """How many full steps fit under each cap, and the cap value that fits one step."""
+
+    steps: dict[str, float]
+    one_step: dict[str, int]
+
+
+def _fit(plan: StepPlan, costs: Mapping[str, tuple[float, Callable[[Spend], float]]], seed: Spend,
+         kept: int) -> _Fit:
+    steps, one_step = {}, {}
+    for name, (cap, cost) in costs.items():
+        fixed = cost(seed) + cost(plan.setup) + (kept if name == "target_calls" else 0)
+        per_step = cost(plan.per_step)
+        steps[name] = max(0.0, (cap - fixed) / per_step) if per_step > 0 else math.inf
+        one_step[name] = math.ceil(fixed + per_step)
+    return _Fit(steps, one_step)
+
+
+def _new_full(plan: StepPlan, steps: float, finalists_kept: int) -> int:
+    """New fully scored candidates: the setup's, the whole steps', then the finish's when the whole
+    loop fits (else the finalists the Run completes from the calls it kept, if it kept any)."""
+    done = min(steps, plan.paper_steps if plan.paper_steps is not None else math.inf)
+    loop_ends = plan.paper_steps is not None and steps >= plan.paper_steps
+    count = plan.setup.new_full + math.floor(done) * plan.per_step.new_full
+    return int(count + (plan.finish.new_full if loop_ends else finalists_kept))
+
+
+def _warning(est: Estimate, plan: StepPlan, steps: float, fit: _Fit) -> str:
+    """One line: the strategy, what fits, what one step costs, and the cap values that fit one step."""
+    s = plan.per_step
+    paper = "runs until the budget ends" if plan.paper_steps is None else f"runs {plan.paper_steps}"
+    parts = [f"{s.example_evals:,.0f} example evaluations"] + (
+        [f"{s.loss_calls:,.0f} scored gold continuations"] if s.loss_calls else [])
+    fixes = " and ".join(f"--budget-{name.replace('_', '-')} {fit.one_step[name]}"
+                         for name, n in fit.steps.items() if n < 1)
+    return (f"{est.strategy}: the budget fits {steps:.2f} of one {plan.unit} (the paper's loop {paper}); "
+            f"one {plan.unit} costs about {', '.join(parts)} ({est.target_calls_of(s):,.0f} target calls) and "
+            f"{s.optimizer_calls:,.0f} optimizer calls, after {est.fixed_target_calls:,} target calls for the seed "
+            f"on dev, the strategy's setup and finalists; {fixes} would fit one {plan.unit}")
 
 
 def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL,
@@ -103,7 +209,27 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     if budget.tokens is not None:
         tokens = budget.tokens if tokens is None else min(tokens, budget.tokens)
     usd = 0.0 if names <= LOCAL_BACKENDS else None
-    return Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=mode, budget=budget,
-                    calls_per_example=per_example, search_target_calls=search_target,
-                    search_optimizer_calls=search_optimizer, test_target_calls=test_calls,
-                    target_tokens_per_call=per_call, tokens=tokens, usd=usd)
+    est = Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=mode, budget=budget,
+                   calls_per_example=per_example, search_target_calls=search_target,
+                   search_optimizer_calls=search_optimizer, test_target_calls=test_calls,
+                   target_tokens_per_call=per_call, tokens=tokens, usd=usd)
+    return _with_plan(est, strat, task_obj, cfg.finalist_reserve)
+
+
+def _with_plan(est: Estimate, strat: Strategy, task: Task, reserve: int | None) -> Estimate:
+    """``est`` with the strategy's plan: the steps and new fully scored candidates the budget fits."""
+    splits = task.splits
+    plan = strat.step_plan(len(splits.dev), len(splits.train))
+    if plan is None:
+        return est
+    dev_calls = _dev_calls(task, est.answer_mode)
+    kept, finalists_kept = _kept_for_finalists(strat, reserve, dev_calls, est.budget.target_calls)
+    seed = Spend(example_evals=len(splits.dev))  # the Run scores the seed on dev before step 1
+    costs = _cap_costs(est.budget, est.calls_per_example, est.target_tokens_per_call)
+    fit = _fit(plan, costs, seed, kept)
+    steps = min(fit.steps.values(), default=math.inf)
+    fixed = est.target_calls_of(seed) + kept + est.target_calls_of(plan.setup)
+    endless = math.isinf(steps) and plan.paper_steps is None  # no cap and no end: no count
+    est = replace(est, plan=plan, steps=None if math.isinf(steps) else steps, fixed_target_calls=math.ceil(fixed),
+                  new_full=None if endless else _new_full(plan, steps, finalists_kept))
+    return replace(est, warnings=(_warning(est, plan, steps, fit),)) if steps < 1 and plan.paper_steps != 0 else est

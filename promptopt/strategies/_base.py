@@ -9,12 +9,17 @@ Call order, driven by the Run: ``validate()`` before any call, then one
 ``optimize(ctx)``. When the budget runs out, ``ctx`` raises
 :class:`~promptopt.exceptions.BudgetExhausted`; the Run catches it and keeps
 the best prompt found so far, so a strategy never counts its own calls.
+
+A strategy may also say what one step of its loop costs (:meth:`Strategy.step_plan`),
+so that :func:`promptopt.estimate` (``--dry-run``) can tell how much of the loop a
+budget pays for before anything is spent.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.strategies._params import get_params, validate_params
@@ -24,7 +29,55 @@ if TYPE_CHECKING:
     from promptopt.context import Context
     from promptopt.prompt import Prompt
 
-__all__ = ["Strategy"]
+__all__ = ["Spend", "StepPlan", "Strategy"]
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a part of a search spends, in the units a strategy knows (planning figures, not caps).
+
+    Attributes:
+        example_evals: target-model example evaluations, one prompt on one example (in
+            choice mode each costs one call per label; the estimate knows how many).
+        loss_calls: gold continuations scored (``ctx.loss``), one target call each.
+        optimizer_calls: optimizer-model calls (one per reply asked for).
+        new_full: new candidates scored on all of dev, which the Run can pick.
+    """
+
+    example_evals: float = 0.0
+    loss_calls: float = 0.0
+    optimizer_calls: float = 0.0
+    new_full: float = 0.0
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """What one full step of a strategy's loop costs, worked out from its parameters.
+
+    A full step is one in which every proposal is usable and new (a full beam or
+    population, every child scored); a strategy that scores only new bests on
+    dev counts one per step. The Run's seed evaluation on dev is not included:
+    the estimate adds it.
+
+    Attributes:
+        unit: what a step is called (``"round"``, ``"step"``, ``"iteration"``, ...).
+        per_step: one full step.
+        paper_steps: steps the paper's loop runs with these parameters; None when it
+            runs until the budget ends.
+        setup: paid once before step 1 (an initial population, a bootstrap pass).
+        finish: paid once after the last step (finalists scored on dev).
+
+    Example:
+        >>> plan = StepPlan("step", Spend(example_evals=240, optimizer_calls=8, new_full=8), paper_steps=200)
+        >>> plan.per_step.new_full, plan.setup
+        (8, Spend(example_evals=0.0, loss_calls=0.0, optimizer_calls=0.0, new_full=0.0))
+    """
+
+    unit: str
+    per_step: Spend
+    paper_steps: int | None
+    setup: Spend = field(default_factory=Spend)
+    finish: Spend = field(default_factory=Spend)
 
 
 class Strategy(ABC):
@@ -54,6 +107,12 @@ class Strategy(ABC):
         the budget stops the search. 0 for a strategy that never leaves a candidate partly
         scored (kept calls would only be lost); None (the default) when the strategy does not
         say: nothing is kept back unless asked, and then a whole dev evaluation."""
+        return None
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan | None:
+        """What one full step of this strategy's loop costs with its current parameters, on a
+        task with ``n_dev`` dev and ``n_train`` training examples. None (the default) when the
+        strategy does not say; ``--dry-run`` then shows no plan."""
         return None
 
     def check_backend(self, backend: Backend, answer_mode: str | None = None) -> None:

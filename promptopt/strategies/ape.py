@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.prompt import Prompt
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_instruction
@@ -135,6 +135,29 @@ class APE(Strategy):
         """A candidate dropped or stopped after the first filtering stage has ``stage_examples`` dev
         examples scored; scored on train (``score_examples``), it has none."""
         return max(0, n_dev - self.stage_examples) if self.score_examples is None else n_dev
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One round, the first (the costliest: every candidate is new): the pool of proposals,
+        then adaptive filtering on the scoring set; its last survivors are scored on all of it.
+        Scored on train, the elites are scored on dev at the end."""
+        pool = self.n_demo_sets * self.prompts_per_demo_set
+        keep = max(1, math.ceil(self.keep_fraction * pool))
+        on_dev = self.score_examples is None
+        evals, survivors = self.filtering_cost(pool, n_dev if on_dev else min(self.score_examples or 0, n_train), keep)
+        return StepPlan("round", Spend(example_evals=evals, optimizer_calls=pool, new_full=survivors if on_dev else 0),
+                        paper_steps=self.resample_rounds + 1,
+                        finish=Spend() if on_dev else Spend(example_evals=keep * n_dev, new_full=keep))
+
+    def filtering_cost(self, n_candidates: int, n_examples: int, keep: int) -> tuple[int, int]:
+        """Evaluations :meth:`adaptive_filter` spends on ``n_candidates`` new candidates, and how
+        many of them end scored on all ``n_examples`` (its stages, counted)."""
+        alive, done, evals = n_candidates, 0, 0
+        while alive and done < n_examples:
+            size = n_examples - done if alive <= keep else min(self.stage_examples, n_examples - done)
+            evals, done = evals + alive * size, done + size
+            if done < n_examples:
+                alive = min(alive, max(keep, math.ceil(alive * self.stage_keep)))
+        return evals, alive if done else 0
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from promptopt.evaluator import EvalResult
 from promptopt.prompt import Prompt
 from promptopt.strategies._bandits import SELECTORS
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
@@ -167,6 +167,27 @@ class APO(Strategy):
         if self.selector in ("ucb", "ucb-e"):
             return max(0, n_dev - self.samples_per_eval)
         return n_dev
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One round with a full beam: each parent runs on a minibatch and is expanded (critiques,
+        edits, paraphrases), then the selection scores the new successors on dev samples."""
+        reasons = self.n_gradients * self.gradients_per_error  # one edit request each
+        edited = reasons * self.steps_per_gradient
+        per_parent = self.n_gradients + reasons + (edited + 1) * self.mc_samples_per_step
+        new = self.beam_size * min(self.max_expansion_factor, edited * (1 + self.mc_samples_per_step)
+                                   + self.mc_samples_per_step)
+        candidates = self.beam_size + new
+        if self.selector in ("ucb", "ucb-e"):  # repeated pulls of a prompt on a small dev split are free
+            pulls = self.eval_rounds * min(self.eval_prompts_per_round, candidates)
+            selection = min(pulls * min(self.samples_per_eval, n_dev), new * n_dev)
+            full = min(new, pulls) if self.samples_per_eval >= n_dev else 0
+        else:
+            budget = self.eval_rounds * self.eval_prompts_per_round * self.samples_per_eval
+            selection = min(budget, new * n_dev)
+            full = new if budget >= candidates * n_dev else 0
+        return StepPlan("round", Spend(example_evals=self.beam_size * min(self.minibatch_size, n_train) + selection,
+                                       optimizer_calls=self.beam_size * per_parent, new_full=full),
+                        paper_steps=self.rounds)
 
     # -- expansion ----------------------------------------------------------------------------
     def expand(self, ctx: Context, parent: Prompt, minibatch: Sequence[Example]) -> list[Prompt]:

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._edits import split
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_tagged
@@ -192,6 +192,18 @@ class _EvoPrompt(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on training examples, and on all of dev or not at all."""
         return 0
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One iteration: ``population_size`` children, one optimizer call each, scored on the score
+        set, and a new best scored on dev. Before it, the seed and its paraphrases are scored."""
+        scored, size = min(self.n_score, n_train), self.population_size
+        best = 1 if self.score_incumbents else 0  # the new best of a batch, scored on dev as found
+        return StepPlan("iteration", Spend(example_evals=size * scored + best * n_dev, optimizer_calls=size,
+                                           new_full=best),
+                        paper_steps=self.max_iterations,
+                        setup=Spend(example_evals=size * scored + best * n_dev, optimizer_calls=size - 1,
+                                    new_full=best),
+                        finish=Spend() if best else Spend(example_evals=n_dev, new_full=1))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         search = Search(ctx, field="instruction", level="word", operators=(), n_score=self.n_score,

@@ -42,7 +42,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from promptopt.prompt import Demo, Prompt
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
@@ -150,6 +150,17 @@ class FewShot(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """A combination tried once has ``minibatch_size`` dev examples scored."""
         return max(0, n_dev - self.minibatch_size)
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One trial: a combination on a dev minibatch, and every ``full_eval_steps`` trials the best
+        one on the rest of dev. Before them, bootstrapping runs the seed on training examples and
+        joint mode asks for ``n_instructions - 1`` instructions."""
+        batch = min(self.minibatch_size, n_dev)
+        full = 1.0 if batch == n_dev else 1 / self.full_eval_steps
+        setup = Spend(example_evals=min(self.n_demo_sets * self.n_demos, n_train) if self.method != "random" else 0,
+                      optimizer_calls=self.n_instructions - 1 if self.method == "joint" else 0)
+        return StepPlan("trial", Spend(example_evals=batch + (n_dev - batch) / self.full_eval_steps, new_full=full),
+                        paper_steps=self.n_trials, setup=setup)
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seed = ctx.seed_prompt

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.evaluator import EvalResult
 from promptopt.prompt import Prompt
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._pareto import ParetoPool, merge_instructions
@@ -146,6 +146,15 @@ class GEPA(Strategy):
                 ctx.note("stop", reason="every minibatch of an epoch was already perfect")
                 break
         return pool.finalists()
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One iteration whose child is accepted: parent and child on a training minibatch, one
+        reflection, the child on the Pareto set (all of dev unless ``n_pareto`` is smaller). Merges
+        (``use_merge``) are not counted."""
+        pareto = n_dev if self.n_pareto is None else min(self.n_pareto, n_dev)
+        return StepPlan("iteration", Spend(example_evals=2 * min(self.minibatch_size, n_train) + pareto,
+                                           optimizer_calls=1, new_full=1 if pareto == n_dev else 0),
+                        paper_steps=self.max_iterations)
 
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on the Pareto set, ``n_pareto`` of the dev examples."""

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.context import FrontEntry
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._edits import LEVELS, Level
 from promptopt.strategies._objectives import (
     OBJECTIVE_LIST,
@@ -79,7 +79,7 @@ from promptopt.strategies._objectives import (
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._plum_search import Search, operator_names
 from promptopt.strategies._selection import crowded_tournament, nsga2_survivors
-from promptopt.strategies.plum import OPERATOR_LIST
+from promptopt.strategies.plum import OPERATOR_LIST, paraphrase_share
 
 if TYPE_CHECKING:
     from promptopt.backends._base import Backend
@@ -255,6 +255,23 @@ class MultiObjective(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on training examples, and on all of dev or not at all."""
         return 0
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One generation: ``population_size`` children (a crossover, or one edit, a paraphrase
+        being an optimizer call) measured on the score set, and a new front member measured on
+        dev. Before it, the seed and ``population_size - 1`` neighbours are measured."""
+        scored, size = min(self.n_score, n_train), self.population_size
+        names = {o.name for o in parse_objectives(self.objectives)}
+        evaluated = bool(names & {"accuracy", "margin", "output-length"})  # else only losses on the score set
+
+        def measured(prompts: float, on_dev: int, paraphrases: float) -> Spend:
+            train = prompts * scored
+            return Spend(example_evals=train * evaluated + on_dev * n_dev, optimizer_calls=paraphrases,
+                         loss_calls=train + on_dev * n_dev if "loss" in names else 0.0, new_full=on_dev)
+
+        share = paraphrase_share(self.operators)
+        return StepPlan("generation", measured(size, 1, size * (1 - self.crossover_prob) * share),
+                        paper_steps=self.n_generations, setup=measured(size, 1, (size - 1) * share))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         objectives = parse_objectives(self.objectives)

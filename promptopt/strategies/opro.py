@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.prompt import Prompt
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import parse_instruction
@@ -142,6 +142,18 @@ class OPRO(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Scored on dev, a candidate has all of it; scored on train, none of it."""
         return 0 if self.score_examples is None else n_dev
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One step: ``instructions_per_step`` proposals, each scored on the scoring set. On dev
+        they are the Run's candidates at once; on train the seed is scored there first, and
+        the ``n_finalists`` best are scored on dev at the end."""
+        on_dev = self.score_examples is None
+        scoring = n_dev if on_dev else min(self.score_examples or 0, n_train)
+        new = self.instructions_per_step
+        return StepPlan("step", Spend(example_evals=new * scoring, optimizer_calls=new, new_full=new if on_dev else 0),
+                        paper_steps=self.n_steps, setup=Spend() if on_dev else Spend(example_evals=scoring),
+                        finish=Spend() if on_dev else Spend(example_evals=self.n_finalists * n_dev,
+                                                            new_full=self.n_finalists))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)

@@ -64,7 +64,7 @@ from abc import abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._edits import LEVELS, Level
 from promptopt.strategies._operators import OPERATORS
 from promptopt.strategies._params import Interval, NameList, OneOf
@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from promptopt.prompt import Prompt
 
 __all__ = ["GeneticCrossover", "GeneticMutation", "HarmonySearch", "HillClimbing", "SimulatedAnnealing",
-           "TabuSearch", "anneal_accepts", "temperature", "update_memory"]
+           "TabuSearch", "anneal_accepts", "paraphrase_share", "temperature", "update_memory"]
 
 
 #: a constraint: operator names, as a list or a comma-separated string
@@ -91,6 +91,18 @@ _COMMON: dict[str, Any] = {
     "n_score": Interval(int, 1), "score_incumbents": OneOf((True, False)), "temperature": Interval(float, 0, 2),
 }
 _DEFAULT_OPERATORS = ("delete", "swap", "paraphrase", "add")
+
+
+def paraphrase_share(operators: tuple[str, ...] | str) -> float:
+    """The share of random edits that are paraphrases (one optimizer call each): operators are
+    drawn uniformly (``add`` is left out while its pool is empty, so early on the share is higher).
+
+    Example:
+        >>> paraphrase_share("delete,swap,paraphrase,add")
+        0.25
+    """
+    names = operator_names(operators)
+    return names.count("paraphrase") / len(names)
 
 
 class _Plum(Strategy):
@@ -130,6 +142,20 @@ class _Plum(Strategy):
         if search.ready():
             self.run(search)
         return [search.best]
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One iteration: its new prompts scored on the score set, and a new best scored on dev
+        (``patience`` may end the loop before ``max_iterations``). The seed is scored first."""
+        children, paraphrases = self.children_per_iteration()
+        scored, best = min(self.n_score, n_train), 1 if self.score_incumbents else 0
+        return StepPlan("iteration", Spend(example_evals=children * scored + best * n_dev,
+                                           optimizer_calls=paraphrases, new_full=best),
+                        paper_steps=self.max_iterations, setup=Spend(example_evals=scored),
+                        finish=Spend() if best else Spend(example_evals=n_dev, new_full=1))
+
+    def children_per_iteration(self) -> tuple[float, float]:
+        """New prompts one iteration makes (``n_candidates`` neighbours) and the paraphrase edits among them."""
+        return self.n_candidates, self.n_candidates * paraphrase_share(self.operators)
 
     @abstractmethod
     def run(self, search: Search) -> None:
@@ -366,6 +392,11 @@ class GeneticCrossover(_Plum):
             if self.out_of_patience(search, misses):
                 return
 
+    def children_per_iteration(self) -> tuple[float, float]:
+        """``n_offspring`` crossovers, and the neighbours of the members that mutate."""
+        mutants = self.population_size * self.mutation_prob * self.n_candidates
+        return self.n_offspring + mutants, mutants * paraphrase_share(self.operators)
+
     def offspring(self, search: Search, population: list[Prompt]) -> list[Prompt]:
         """``n_offspring`` crossovers of two tournament winners, new prompts only."""
         fitness = [search.fitness(p) for p in population]
@@ -430,6 +461,13 @@ class HarmonySearch(_Plum):
                 return
             memory = update_memory(memory, harmonies, self.memory_size, search.score)
             search.ctx.note("memory", index=i, memory=[p.id for p in memory])
+
+    def children_per_iteration(self) -> tuple[float, float]:
+        """``n_candidates`` harmonies; a segment is paraphrased when kept and pitch-adjusted, or
+        when its random edit is a paraphrase."""
+        share = paraphrase_share(self.operators)
+        per_segment = self.hmcr * self.par * (share > 0) + (1 - self.hmcr) * share
+        return self.n_candidates, self.n_candidates * self.n_segments * per_segment
 
 
 def update_memory(memory: Sequence[Prompt], harmonies: Sequence[Prompt], size: int,

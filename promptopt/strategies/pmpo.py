@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._edits import Level, field_text, split, with_field
 from promptopt.strategies._formatting import shorten
 from promptopt.strategies._loss_signals import SignalMeter, Signals
@@ -159,6 +159,22 @@ class PMPO(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on training examples, and on all of dev or not at all."""
         return 0
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One iteration: up to ``max_segments`` masked prompts and ``n_hard · n_variants`` rewrites
+        measured on the score set (loss, and accuracy with ``record_both``), and the new incumbent
+        scored on dev. The seed is measured in the first. Preference tasks score twice the losses."""
+        scored, best = min(self.n_score, n_train), 1 if self.score_incumbents else 0
+        rewrites = self.n_hard * self.n_variants
+
+        def measured(prompts: int) -> Spend:
+            return Spend(loss_calls=prompts * scored, example_evals=prompts * scored * self.record_both)
+
+        step = measured(self.max_segments + rewrites)
+        return StepPlan("iteration", Spend(example_evals=step.example_evals + best * n_dev, loss_calls=step.loss_calls,
+                                           optimizer_calls=rewrites, new_full=best),
+                        paper_steps=self.max_iterations, setup=measured(1),
+                        finish=Spend() if best else Spend(example_evals=n_dev, new_full=1))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         meter = SignalMeter(ctx, lead="loss", record_both=self.record_both, beta=self.beta)

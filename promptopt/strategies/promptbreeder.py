@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._breeder import MUTATION_PROMPTS, MUTATORS, Breeder, Unit
 from promptopt.strategies._edits import split_field
 from promptopt.strategies._formatting import shorten
@@ -110,6 +110,21 @@ class PromptBreeder(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Units are scored on training minibatches, and on all of dev or not at all."""
         return 0
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One generation: ``population_size // 2`` tournaments, each child one optimizer call (two
+        for a hypermutation) scored on a minibatch, and the elite scored on dev. Before it, the
+        first population is made and scored, and its elite scored on dev."""
+        batch, elite = min(self.minibatch_size, n_train), 1 if self.score_elites else 0
+        names = mutator_names(self.operators)
+        calls_per_child = 1 + sum(name.endswith("-hyper") for name in names) / len(names)
+        children = self.population_size // 2
+        return StepPlan("generation", Spend(example_evals=children * batch + elite * n_dev,
+                                            optimizer_calls=children * calls_per_child, new_full=elite),
+                        paper_steps=self.n_generations,
+                        setup=Spend(example_evals=self.population_size * batch + elite * n_dev,
+                                    optimizer_calls=self.population_size - 1, new_full=elite),
+                        finish=Spend() if elite else Spend(example_evals=n_dev, new_full=1))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seed = ctx.seed_prompt

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.prompt import Demo
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._loss_signals import Signal, SignalMeter
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._pruning import (
@@ -185,6 +185,20 @@ class _Pruning(Strategy):
         ctx.note("finalists", prompt_ids=[m.prompt.id for m in finalists], fitness=[m.fitness for m in finalists])
         return [m.prompt for m in finalists]
 
+    def measured(self, n_prompts: float, n_train: int) -> Spend:
+        """What measuring ``n_prompts`` prompts' fitness on the score set costs (with ``record_both``
+        the other signal too)."""
+        n = n_prompts * min(self.n_score, max(0, n_train - self.n_demos))
+        both = self.record_both
+        return Spend(example_evals=n if self.fitness == "accuracy" or both else 0.0,
+                     loss_calls=n if self.fitness == "loss" or both else 0.0)
+
+    def start_plan(self, n_dev: int, n_train: int) -> Spend:
+        """The start prompt (the seed with demonstrations) measured, and scored on dev as the first best."""
+        best = 1 if self.score_incumbents else 0
+        start = self.measured(1, n_train)
+        return Spend(example_evals=start.example_evals + best * n_dev, loss_calls=start.loss_calls, new_full=best)
+
     @abstractmethod
     def run(self, search: PruneSearch, start: Member) -> list[Member]:
         """The algorithm's loop; returns the finalists, best first (the budget raises)."""
@@ -221,6 +235,12 @@ class TAPruning(_Pruning):
         self.shuffle_order = shuffle_order
         self._set_common(fitness=fitness, unit=unit, n_demos=n_demos, n_score=n_score, record_both=record_both,
                          score_incumbents=score_incumbents)
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One removal tried: the pruned prompt measured on the score set. Its sweeps go on until
+        one removes nothing, so the count of steps depends on the prompt's length (None here); an
+        accepted removal only needs to come near the best, so new bests for dev are rare (none counted)."""
+        return StepPlan("removal", self.measured(1, n_train), paper_steps=None, setup=self.start_plan(n_dev, n_train))
 
     def run(self, search: PruneSearch, start: Member) -> list[Member]:
         current, record = start.prompt, start.fitness
@@ -295,6 +315,19 @@ class PromptQuine(_Pruning):
         self.rerank_percent = rerank_percent
         self._set_common(fitness=fitness, unit=unit, n_demos=n_demos, n_score=n_score, record_both=record_both,
                          score_incumbents=score_incumbents)
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One generation: ``reproduction_size`` children measured on the score set (successive halving
+        spares up to half of it for the weak ones) and a new best scored on dev. A loop that ends
+        (``max_candidates`` children) has its top ``rerank_percent``% scored on dev."""
+        best = 1 if self.score_incumbents else 0
+        children = self.measured(self.reproduction_size, n_train)
+        finalists = max(1, math.ceil(self.max_candidates * self.rerank_percent / 100))
+        return StepPlan("generation", Spend(example_evals=children.example_evals + best * n_dev,
+                                            loss_calls=children.loss_calls, new_full=best),
+                        paper_steps=math.ceil(self.max_candidates / self.reproduction_size),
+                        setup=self.start_plan(n_dev, n_train),
+                        finish=Spend(example_evals=finalists * n_dev, new_full=finalists))
 
     def run(self, search: PruneSearch, start: Member) -> list[Member]:
         space = search.space(start.prompt)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.evaluator import ExampleResult
 from promptopt.prompt import Demo, Prompt
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results, shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
@@ -225,6 +225,21 @@ class PromptWizard(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on training examples only: a leader lacks all of dev."""
         return n_dev
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One mutate/refine round: the current instruction and its variants, then the refined
+        ``top_n``, each answering up to ``min_correct_count`` batches. After the last round: the
+        examples (half the coin flips refine, two calls each), chains, persona, three finalists on dev."""
+        batches = min(self.max_eval_batches, self.min_correct_count) * self.questions_batch_size
+        refined = self.top_n if self.refine_instruction else 0
+        variants = self.mutation_rounds * self.style_variation
+        examples = min(self.seen_set_size, n_train) + self.refine_task_eg_iterations * self.few_shot_count
+        decorate = self.few_shot_count * self.generate_reasoning + self.generate_expert_identity
+        return StepPlan("round", Spend(example_evals=(1 + variants + refined) * batches,
+                                       optimizer_calls=self.mutation_rounds + 2 * refined),
+                        paper_steps=self.mutate_refine_iterations,
+                        finish=Spend(example_evals=examples + 3 * n_dev, new_full=3,
+                                     optimizer_calls=self.refine_task_eg_iterations + decorate))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seen = ctx.sample(ctx.train, self.seen_set_size)

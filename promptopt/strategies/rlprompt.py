@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._policy import Adam, TokenPolicy
 from promptopt.strategies._prompt_tokens import CandidateVocabulary, Written, parse_words
@@ -191,6 +191,17 @@ class RLPrompt(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Prompts are rewarded on training examples, and scored on all of dev or not at all."""
         return 0
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One training step: ``n_prompts`` sampled prompts rewarded on the reward set (losses with
+        ``reward="loss"``), and every ``eval_every`` steps the greedy prompt scored on dev. At the
+        end the greedy prompt and the best-rewarded sample are scored on dev."""
+        rewarded = self.n_prompts * min(self.n_examples, n_train)
+        greedy = 1 / self.eval_every if self.eval_every else 0.0  # a dev evaluation per step, on average
+        by_loss = self.reward == "loss"
+        return StepPlan("step", Spend(example_evals=(0 if by_loss else rewarded) + greedy * n_dev,
+                                      loss_calls=rewarded if by_loss else 0, new_full=greedy),
+                        paper_steps=self.max_steps, finish=Spend(example_evals=2 * n_dev, new_full=2))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         vocabulary = self.vocabulary(ctx)
