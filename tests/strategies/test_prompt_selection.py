@@ -133,6 +133,12 @@ def test_save_and_load_give_the_same_picks_without_pickle(kinds_task: Task, tmp_
     assert len(fitted_picks) >= 2  # the inputs exercise the weights, not only the tie-break
 
 
+def test_the_same_seed_fits_the_same_selector(kinds_task: Task, tmp_path: Path) -> None:
+    first, second = _run(kinds_task, tmp_path / "a"), _run(kinds_task, tmp_path / "b")
+    assert first.selector is not None and first.selector == second.selector
+    assert Path(first.run_dir, SELECTOR_FILE).read_text() == Path(second.run_dir, SELECTOR_FILE).read_text()
+
+
 def test_other_strategies_have_no_selector(kinds_task: Task, tmp_path: Path) -> None:
     result = promptopt.optimize(kinds_task, "ape", FakeBackend("kinds", reply=_reply), answer_mode="generate",
                                 strategy_params={"n_demo_sets": 1, "prompts_per_demo_set": 1}, cache=False,
