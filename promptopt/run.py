@@ -399,7 +399,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     search_usage = run.session.meter.usage.to_dict()
     seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
                             else run.test([seed_prompt]) * 2)
-    selector_dev, selector_test = run.score_selector(ctx.selector) if ctx.selector else (None, None)
+    selector_dev, selector_test = run.score_selector(ctx.selector) if ctx.selector is not None else (None, None)
     total = run.session.meter.usage.to_dict()
     result = Result(
         run_id=run.store.dir.name, run_dir=str(run.store.dir), task=config["task"], strategy=config["strategy"],
