@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from promptopt import events
 from promptopt._loop import LoopThread
@@ -27,6 +27,9 @@ from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
 from promptopt.tokenizer import Tokenizer
 from promptopt.types import Example, Message, Request, Role
+
+if TYPE_CHECKING:
+    from promptopt.selector import PromptSelector
 
 __all__ = ["Context", "FrontEntry", "Selection"]
 
@@ -88,6 +91,7 @@ class Context:
         #: set by :meth:`set_front`, :meth:`select_final_by`; read by the Run
         self.front: tuple[FrontEntry, ...] = ()
         self.selection: Selection | None = None
+        self.selector: PromptSelector | None = None  # set by :meth:`set_selector`
         #: the strategy's current leaders (:meth:`offer`), best first
         self.offered: tuple[Prompt, ...] = ()
         self._tokenizer: Tokenizer | None = None
@@ -241,6 +245,13 @@ class Context:
         """Declare how the final prompt is picked among fully scored candidates (default: best dev
         mean, ties to the seed); ``rule`` names it in the Result."""
         self.selection = Selection(rule, pick)
+
+    def set_selector(self, selector: PromptSelector) -> None:
+        """Hand the Run a fitted per-input prompt selector: it is scored on dev and test
+        (each example with the prompt it picks), saved in the run directory and kept in the Result."""
+        self.selector = selector
+        self._emit(events.make("selector", prompt_ids=[p.id for p in selector.prompts],
+                               train_means=[m.train_mean for m in selector.models]))
 
     def skip(self, operator: str, reason: str, raw: str) -> None:
         """Log optimizer output that could not be used (never a crash)."""

@@ -26,12 +26,14 @@ from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.replacement import DEFAULT_RULE, Replacement, decide, resolve_rule
+from promptopt.selector import SELECTOR_FILE, PromptSelector
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
 from promptopt.strategies import Strategy
 from promptopt.task_options import check_run_inputs
 from promptopt.tasks import Task
+from promptopt.types import Example
 
 __all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
 
@@ -57,6 +59,10 @@ class Result:
         strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
             time minus the time spent waiting for model calls. Like ``usage``, a measurement that
             a rerun of the same configuration does not repeat exactly.
+        selector: the per-input prompt selector the strategy fitted (``prompt-selection``), else None;
+            saved as ``selector.json`` in the run directory (:func:`promptopt.load_selector`).
+        selector_dev / selector_test: its dev mean and test score, each example scored with the
+            prompt it picks for it (None without a selector).
     """
 
     run_id: str
@@ -80,6 +86,9 @@ class Result:
     replacement: Replacement | None = None
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
+    selector: PromptSelector | None = None
+    selector_dev: float | None = None
+    selector_test: Score | None = None
 
     @property
     def test_score(self) -> float:
@@ -90,6 +99,8 @@ class Result:
         d = asdict(self)
         d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
         d["front"] = [entry.to_dict() for entry in self.front]
+        if self.selector is not None:  # the numbers are in selector.json
+            d["selector"] = {"file": SELECTOR_FILE, "prompt_ids": [p.id for p in self.selector.prompts]}
         return d
 
 
@@ -236,6 +247,29 @@ class _Run:
                                   scores={e.example_id: e.score for e in res.examples}))
         return [summarize([e.score for e in r.examples]) for r in results]
 
+    def score_selector(self, selector: PromptSelector) -> tuple[float, Score]:
+        """The selector's dev mean and test score, each example scored with the prompt it picks for it.
+
+        Outside the budget, like the final test evaluation (the Run does not choose by it); pairs
+        scored before (the best and the seed on test, candidates on dev) cost nothing again.
+        """
+        self.session.meter.enforce = False
+        dev = self._score_picks(selector, "dev", self.task.splits.dev)
+        return dev.mean, self._score_picks(selector, "test", self.task.splits.test)
+
+    def _score_picks(self, selector: PromptSelector, split: str, examples: Sequence[Example]) -> Score:
+        groups: dict[str, tuple[Prompt, list[Example]]] = {}
+        for prompt, ex in zip(selector.pick_many([ex.input for ex in examples]), examples, strict=True):
+            groups.setdefault(prompt.id, (prompt, []))[1].append(ex)
+        scores: dict[str, float] = {}
+        for prompt, picked in groups.values():
+            result = self.session.loop.run(self.evaluator.aevaluate([prompt], picked))[0]
+            scores.update({e.example_id: e.score for e in result.examples})
+        score = summarize([scores[ex.id] for ex in examples])
+        self.emit(events.make("selector_score", split=split, mean=score.mean, n=score.n,
+                              picks={pid: len(picked) for pid, (_, picked) in groups.items()}))
+        return score
+
 
 def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
              optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
@@ -365,6 +399,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     search_usage = run.session.meter.usage.to_dict()
     seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
                             else run.test([seed_prompt]) * 2)
+    selector_dev, selector_test = run.score_selector(ctx.selector) if ctx.selector is not None else (None, None)
     total = run.session.meter.usage.to_dict()
     result = Result(
         run_id=run.store.dir.name, run_dir=str(run.store.dir), task=config["task"], strategy=config["strategy"],
@@ -373,8 +408,11 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
-        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
+        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
+        selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test)
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
+    if ctx.selector is not None:
+        run.store.write_json(SELECTOR_FILE, ctx.selector.to_dict())
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result
