@@ -186,8 +186,8 @@ class RunConfig:
             drawn from train; the best of its finalists, the seed included, on dev wins, and replace_if
             judges on dev). Held-out needs more training examples than n_dev.
         select_top: with select_on held-out, how many of the best candidates on the search split are
-            scored on dev, besides the seed and those the strategy returned or offered (target calls
-            for them and the seed are kept back from the search).
+            scored on dev, besides the seed and those the strategy returned or offered; the target
+            calls to score them there are kept back from the search.
 
     Example:
         >>> RunConfig(task="sst2", n_dev=10, model_options={"api_key": "sk-..."})

@@ -158,7 +158,9 @@ def test_the_best_on_the_search_split_loses_to_a_better_one_on_dev(task: Task, t
     assert result.best_prompt == expected
     assert (result.best_dev, result.seed_dev) == (on_dev[expected.id], on_dev[result.seed_prompt.id])
     assert result.search_dev == search[expected.id]
-    if beta_on_dev == "right":
+    if beta_on_dev == "as-the-seed":  # the pick is the seed itself: there is no winner to judge
+        assert result.replacement is None
+    else:
         assert result.replacement is not None and result.replacement.replaced
         assert result.replacement.margin == on_dev[beta.id] - on_dev[result.seed_prompt.id]
         (line,) = [x for x in format_runs(list_runs(tmp_path / "runs"))[1:] if result.run_id in x]
@@ -291,3 +293,49 @@ def test_a_cap_too_small_for_the_selection_is_refused_before_any_call(task: Task
         promptopt.optimize(TASK, _TwoEdits(), fake, answer_mode="generate", cache=False, runs_dir=tmp_path,
                            select_on="held-out", select_top=3, budget=promptopt.Budget(target_calls=50), **SIZES)
     assert fake.n_calls == 0
+
+
+def test_finalists_are_the_best_on_the_search_split_then_those_the_strategy_named() -> None:
+    from promptopt._held_out import pick_finalists
+    from promptopt.history import History
+
+    search = History(("x1", "x2"))
+    prompts = {name: promptopt.Prompt(instruction=name) for name in ("seed", "a", "b", "c", "d", "partial")}
+    means = {"seed": 1.0, "a": 0.5, "b": 1.0, "c": 0.5, "d": 0.0}
+    for name, prompt in prompts.items():
+        search.add(prompt)
+        full = {"x1": means.get(name, 1.0), "x2": means.get(name, 1.0)}
+        search.add_dev_scores(prompt, full if name != "partial" else {"x1": 1.0})
+    chosen = pick_finalists(search, returned=[prompts["partial"], prompts["d"]], offered=[prompts["c"], prompts["b"]],
+                            top=2, seed_id=prompts["seed"].id)
+    # b (1.0), then a (0.5, before c): the top two; then d and c, named by the strategy; never the seed
+    # nor a candidate the search split did not fully score
+    assert [c.prompt.instruction for c in chosen] == ["b", "a", "d", "c"]
+
+
+class _LongestRule(_TwoEdits):
+    """Declares its own final pick: the longest instruction among the fully scored edits (alpha)."""
+
+    name = "longest-rule"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        def longest(full: Any) -> Any:
+            edits = [c for c in full if c.operator == "edit"]
+            return max(edits, key=lambda c: len(c.prompt.instruction)) if edits else full[0]
+
+        ctx.select_final_by("longest", longest)
+        return super().optimize(ctx)
+
+
+def test_a_strategys_own_rule_still_picks_and_dev_measures_its_pick(task: Task, tmp_path: Path) -> None:
+    def rule(instruction: str, sentence: str, gold: str, on_dev: bool) -> str:
+        return gold if "beta" in instruction else "negative"  # beta is the better prompt everywhere
+
+    result, _ = _run(task, _LongestRule(), rule, tmp_path, select_on="held-out")
+    alpha, beta = _edits(result)
+    events = _events(result)
+    on_dev = {e["prompt_id"]: e["mean"] for e in _selection_evaluations(events)}
+    assert result.selection == "longest" and result.best_prompt == alpha and result.replacement is None
+    assert set(on_dev) == {result.seed_prompt.id, alpha.id}  # only the rule's pick goes on to dev
+    assert (result.best_dev, result.seed_dev) == (on_dev[alpha.id], on_dev[result.seed_prompt.id])
+    assert result.search_dev == _search_means(events)[alpha.id] < _search_means(events)[beta.id]
