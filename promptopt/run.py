@@ -390,7 +390,10 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     best_cand = _pick_final(run.history, ctx.selection)
     history = run.history
     if run.dev_selection is not None:  # picked again, on dev, among the search's finalists
-        history, best_cand = run.dev_selection.history, _pick_on_dev(run.dev_selection, run, ctx, best_cand)
+        history = run.dev_selection.history
+        best_cand = run.dev_selection.pick(run.history, returned=run.returned, offered=ctx.offered,
+                                           seed_id=ctx.seed_prompt.id,
+                                           own_pick=best_cand if ctx.selection is not None else None)
     replacement = None
     seed_cand = history.candidates.get(run.task.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
@@ -414,24 +417,12 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
-        select_on=config.get("select_on", "dev"), search_dev=_search_mean(run, best))
+        select_on=config.get("select_on", "dev"),
+        search_dev=None if run.dev_selection is None else run.history.candidates[best.id].dev_mean())
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result
-
-
-def _pick_on_dev(selection: DevSelection, run: _Run, ctx: Context, search_pick: Candidate | None) -> Candidate | None:
-    """The held-out selection's pick: the best of the finalists on dev; a strategy's own rule's pick as it is."""
-    return selection.pick(run.history, returned=run.returned, offered=ctx.offered,
-                                  seed_id=run.task.seed_prompt.id,
-                                  own_pick=search_pick if ctx.selection is not None else None)
-
-
-def _search_mean(run: _Run, best: Prompt) -> float | None:
-    """With a held-out selection, the best prompt's mean on the split the strategy searched on."""
-    cand = run.history.candidates.get(best.id)
-    return cand.dev_mean() if run.held_out is not None and cand is not None else None
 
 
 def _pick_final(history: History, selection: Selection | None) -> Candidate | None:
