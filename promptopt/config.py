@@ -39,10 +39,14 @@ from promptopt.strategies import Strategy, get_strategy
 from promptopt.task_options import TaskOptions
 from promptopt.tasks import Task
 
-__all__ = ["ANSWER_MODES", "DEFAULT_MODEL", "RunConfig", "config_from_call", "default_budget"]
+__all__ = ["ANSWER_MODES", "DEFAULT_MODEL", "SELECT_ON", "RunConfig", "config_from_call", "default_budget"]
 
 DEFAULT_MODEL = "llamacpp:smollm2"
 ANSWER_MODES = ("auto", "generate", "choice")
+#: where the final prompt is picked: the dev split the strategy searched on, or one held out from it
+SELECT_ON = ("dev", "held-out")
+
+
 def default_budget(answer_mode: str) -> Budget:
     """A quick search that fits a laptop; raise it for real work.
 
@@ -86,6 +90,17 @@ def _finalist_reserve(name: str, value: object) -> None:
 def _answer_mode(name: str, value: object) -> None:
     if value not in ANSWER_MODES:
         raise ConfigError(f"--answer-mode (answer_mode=) must be auto, generate or choice; got {value!r}")
+
+
+def _select_on(name: str, value: object) -> None:
+    if value not in SELECT_ON:
+        raise ConfigError(f"select_on must be 'dev' or 'held-out'; got {value!r} "
+                          "(e.g. --select-on held-out to pick the final prompt on dev examples the search never saw)")
+
+
+def _select_top(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"select_top must be a whole number >= 1; got {value!r} (e.g. --select-top 3)")
 
 
 def _mlflow(name: str, value: object) -> None:
@@ -166,6 +181,13 @@ class RunConfig:
         replace_if: when the search's winner replaces the seed: better (any higher dev mean),
             sign-test:ALPHA (a one-sided exact sign test on the dev examples), or auto (default:
             sign-test:0.05 in generate mode, better in choice mode).
+        select_on: where the final prompt is picked: dev (default: the strategy searches on the dev
+            split and the best dev mean wins) or held-out (the strategy searches on as many examples
+            drawn from train; the best of its finalists, the seed included, on dev wins, and replace_if
+            judges on dev). Held-out needs more training examples than n_dev.
+        select_top: with select_on held-out, how many of the best candidates on the search split are
+            scored on dev, besides the seed and those the strategy returned or offered; the target
+            calls to score them there are kept back from the search.
 
     Example:
         >>> RunConfig(task="sst2", n_dev=10, model_options={"api_key": "sk-..."})
@@ -199,6 +221,8 @@ class RunConfig:
     mlflow: bool | str = _setting(False, search=True, check=_mlflow, cli="mlflow")
     finalist_reserve: int | None = _setting(None, search=True, check=_finalist_reserve)
     replace_if: str = _setting(DEFAULT_RULE, search=True, check=lambda name, value: check_rule(value))
+    select_on: str = _setting("dev", search=True, check=_select_on)
+    select_top: int = _setting(3, search=True, check=_select_top)
 
     def __post_init__(self) -> None:
         for f in fields(self):

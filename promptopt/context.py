@@ -64,7 +64,10 @@ class Context:
     Attributes:
         task: the task being optimised.
         train: the optimisation pool (minibatches, error examples, demos).
-        dev: the selection split; the Run picks the final prompt by dev score.
+        dev: the split candidates are scored on; the Run picks the final prompt among
+            candidates scored on all of it. With ``select_on="held-out"`` it is drawn from
+            the training pool (and left out of ``train``), and the Run makes the final pick
+            again among the best of them on the task's dev split, which the strategy never sees.
         seed_prompt: where the search starts.
         rng: the only source of randomness a strategy may use (seeded by the Run).
         answer_mode: ``"generate"`` or ``"choice"``.

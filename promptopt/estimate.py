@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from promptopt._held_out import plan_held_out
 from promptopt.backends import Backend
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
@@ -182,7 +183,8 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              gold: str | None = None, model_options: Mapping[str, Any] | None = None,
-             optimizer_options: Mapping[str, Any] | None = None, config: RunConfig | None = None) -> Estimate:
+             optimizer_options: Mapping[str, Any] | None = None, select_on: str = "dev", select_top: int = 3,
+             config: RunConfig | None = None) -> Estimate:
     """Check a run's configuration and bound what it would spend, without calling any model.
 
     Takes the arguments of :func:`promptopt.optimize` that change the spend, or a
@@ -196,6 +198,9 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                  optimizer_options=cfg.optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target, mode)  # a missing capability is found by a dry run too
+        if cfg.select_on == "held-out":  # a cap too small for the selection on dev, too
+            plan_held_out(task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top,
+                          budget=cfg.budget_for(mode))
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
     budget = cfg.budget_for(mode)

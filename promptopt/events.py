@@ -64,8 +64,11 @@ KINDS: Mapping[str, EventKind] = {k.name: k for k in (
     EventKind(RUN_STARTED, {"schema_version": int}, doc="the first line of a log"),
     EventKind(CANDIDATE, {"prompt_id": str, "parents": list, "operator": str, "prompt": dict},
               doc="a new distinct prompt and where it came from"),
-    EventKind(EVALUATION, {"prompt_id": str, "n": int, "mean": _NUMBER, "dev": bool}, {"margin": _NUMBER},
-              doc="a prompt scored on n examples (dev: all of them from dev); margin in choice mode"),
+    EventKind(EVALUATION, {"prompt_id": str, "n": int, "mean": _NUMBER, "dev": bool},
+              {"margin": _NUMBER, "selection": bool},
+              doc="a prompt scored on n examples (dev: all of them from the split the strategy scores on, "
+                  "ctx.dev); margin in choice mode; selection: scored by the Run on the dev split held out "
+                  "from the search (select_on='held-out'), to pick the final prompt"),
     EventKind(LOSS, {"prompt_id": str, "n": int, "mean": _NUMBER, "gold_tokens": int},
               doc="a prompt's mean gold-continuation loss on n examples, over `gold_tokens` gold tokens"),
     EventKind(SKIP, {"operator": str, "reason": str, "raw": str}, doc="optimizer output that could not be used"),

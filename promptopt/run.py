@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt import events
+from promptopt._held_out import DevSelection, HeldOutPlan, plan_held_out
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
@@ -47,7 +48,8 @@ class Result:
     Attributes:
         best_prompt: the candidate with the highest dev score if it passed the ``replace_if``
             rule against the seed (see ``replacement``), else the seed.
-        best_dev / seed_dev: mean dev scores.
+        best_dev / seed_dev: mean dev scores (with ``select_on="held-out"``, on the dev split the
+            search never saw, where the final prompt was picked).
         best_test / seed_test: test scores with 95% confidence intervals, each measured once.
         usage: calls and tokens per role, for the search and for the final test evaluation.
         stopped_by: the budget cap that ended the search, or None if it finished.
@@ -56,6 +58,10 @@ class Result:
         replacement: how the ``replace_if`` rule judged the search's winner against the seed
             (None when the winner was the seed, or a strategy's own selection rule picked it).
         front: the strategy's Pareto front, each candidate with its objective values (if it gave one).
+        select_on: the split the final prompt was picked on: ``dev`` (the one the strategy searched
+            on) or ``held-out`` (dev, kept from a search on examples drawn from train).
+        search_dev: with ``held-out``, the best prompt's mean on the split the strategy searched
+            on (None with ``dev``, where that is ``best_dev``).
         strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
             time minus the time spent waiting for model calls. Like ``usage``, a measurement that
             a rerun of the same configuration does not repeat exactly.
@@ -89,6 +95,8 @@ class Result:
     selector: PromptSelector | None = None
     selector_dev: float | None = None
     selector_test: Score | None = None
+    select_on: str = "dev"
+    search_dev: float | None = None
 
     @property
     def test_score(self) -> float:
@@ -115,12 +123,19 @@ class _Run:
     """One run's state while it executes."""
 
     def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
-                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int) -> None:
+                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int,
+                 held_out: HeldOutPlan | None = None) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
         self.finalist_reserve = finalist_reserve
         self.store, self.on_event = store, on_event
-        self.history = History(tuple(ex.id for ex in task.splits.dev))
+        self.held_out = held_out
+        #: the split the strategy scores candidates on (its ctx.dev)
+        self.search_dev = held_out.search if held_out is not None else task.splits.dev
+        self.history = History(tuple(ex.id for ex in self.search_dev))
         self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
+        self.dev_selection = None if held_out is None else DevSelection(
+            held_out, evaluator=self.evaluator, meter=session.meter, loop=session.loop, emit=self.emit)
+        self.returned: tuple[Prompt, ...] = ()  # the strategy's finalists
         self.started = time.monotonic()
         self.strategy_seconds = 0.0
         self._last_progress = 0.0
@@ -149,9 +164,17 @@ class _Run:
             self.on_event({**events.make(events.PROGRESS), **self._snapshot()})
 
     def context(self) -> Context:
-        return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
-                       optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
-                       emit=self.emit, seed=self.seed, meter=self.session.meter)
+        ctx = Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
+                      optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
+                      emit=self.emit, seed=self.seed, meter=self.session.meter)
+        if self.held_out is not None:  # the strategy searches on examples drawn from train; dev is the Run's
+            ctx.train, ctx.dev = self.held_out.train, self.held_out.search
+        return ctx
+
+    @property
+    def selection_reserve(self) -> int:
+        """Target calls kept from the search to score the finalists on the held-out dev split."""
+        return self.held_out.reserve if self.held_out is not None else 0
 
     def search(self, ctx: Context) -> str | None:
         """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any.
@@ -160,8 +183,10 @@ class _Run:
         ``finalist_reserve`` partly scored candidates need to be scored on the
         rest of dev, so a strategy stopped by the target cap still has its most
         promising candidates scored on all of dev (the Run can only pick a prompt
-        scored there).
+        scored there). With a held-out selection, "dev" here is the split the strategy
+        searches on, and the calls to score the finalists on dev are kept back too.
         """
+        self.session.meter.held_back = self.selection_reserve
         try:
             ctx.record(ctx.seed_prompt, operator="seed")
             ctx.evaluate([ctx.seed_prompt])
@@ -169,9 +194,10 @@ class _Run:
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=str(exc)))
             return str(exc)
         meter = self.session.meter
-        meter.held_back = self.held_back_for_finalists()
+        held_back = self.held_back_for_finalists()
+        meter.held_back = self.selection_reserve + held_back
         if self.finalist_reserve:
-            self.emit(events.make(events.FINALIST_RESERVE, candidates=self.finalist_reserve, calls=meter.held_back))
+            self.emit(events.make(events.FINALIST_RESERVE, candidates=self.finalist_reserve, calls=held_back))
         stopped_by: str | None = None
         finalists: Sequence[Prompt] = ()
         started, waited = time.perf_counter(), ctx.waiting_seconds
@@ -181,11 +207,12 @@ class _Run:
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=str(exc)))
             stopped_by = str(exc)
         finally:
-            meter.held_back = 0
+            meter.held_back = self.selection_reserve  # what is kept for dev stays kept while finalists complete
             self.strategy_seconds = time.perf_counter() - started - (ctx.waiting_seconds - waited)
         if stopped_by is None and ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=ctx.optimizer_cap_hit))
             stopped_by = ctx.optimizer_cap_hit
+        self.returned = tuple(finalists)
         refused = self.score_finalists(ctx, finalists, stopped=stopped_by is not None)
         if stopped_by is None and refused is not None:
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=refused))
@@ -195,16 +222,17 @@ class _Run:
     def held_back_for_finalists(self) -> int:
         """Target calls to keep from the strategy: what ``finalist_reserve`` partly scored
         candidates need to be scored on the rest of dev (all of it if the strategy does not
-        say), if that is at most half of what is left after the seed; else nothing."""
+        say), if that is at most half of what is left after the seed (and the selection reserve);
+        else nothing."""
         cap, meter = self.session.meter.budget.target_calls, self.session.meter
-        dev = self.task.splits.dev
+        dev = self.search_dev
         if self.finalist_reserve == 0:
             return 0
         gap = self.strategy.finalist_gap(len(dev))
         # the examples a candidate lacks may be the ones with the most labels (choice mode)
         per_example = sorted((self.evaluator.calls_for([ex]) for ex in dev), reverse=True)
         need = self.finalist_reserve * sum(per_example[: len(dev) if gap is None else gap])
-        return need if cap is not None and 2 * need <= cap - meter.usage.target.calls else 0
+        return need if cap is not None and 2 * need <= cap - meter.usage.target.calls - self.selection_reserve else 0
 
     def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
         """Score on all of dev, while the budget lasts, the finalists the strategy returned, in its order.
@@ -282,7 +310,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
              mlflow: bool | str = False, finalist_reserve: int | None = None,
-             replace_if: str = DEFAULT_RULE, config: RunConfig | None = None) -> Result:
+             replace_if: str = DEFAULT_RULE, select_on: str = "dev", select_top: int = 3,
+             config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
@@ -323,11 +352,15 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target, mode)
+        held_out = None if cfg.select_on == "dev" else plan_held_out(
+            task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top, budget=session.meter.budget)
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
                   "replace_if": cfg.replace_if,
                   "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
+        if held_out is not None:  # absent by default: earlier run ids stay
+            config |= {"select_on": cfg.select_on, "select_top": cfg.select_top}
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
         if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
@@ -342,7 +375,8 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
             store.write_json("config.json", config)
             store.start_events()
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
-                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve), config)
+                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve,
+                                   held_out=held_out), config)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)
@@ -383,10 +417,19 @@ def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
 def _execute(run: _Run, config: dict[str, Any]) -> Result:
     run.emit(events.make(events.RUN_STARTED, schema_version=events.SCHEMA_VERSION))
     ctx = run.context()
+    if run.dev_selection is not None:  # the seed's dev score, first, as when the search is on dev
+        ctx.record(ctx.seed_prompt, operator="seed")
+        run.dev_selection.score(run.history.candidates[ctx.seed_prompt.id])
     stopped_by = run.search(ctx)
     best_cand = _pick_final(run.history, ctx.selection)
+    history = run.history
+    if run.dev_selection is not None:  # picked again, on dev, among the search's finalists
+        history = run.dev_selection.history
+        best_cand = run.dev_selection.pick(run.history, returned=run.returned, offered=ctx.offered,
+                                           seed_id=ctx.seed_prompt.id,
+                                           own_pick=best_cand if ctx.selection is not None else None)
     replacement = None
-    seed_cand = run.history.candidates.get(run.task.seed_prompt.id)
+    seed_cand = history.candidates.get(run.task.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
         rule = resolve_rule(config["replace_if"], config["answer_mode"])
         replacement = decide(rule, best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
@@ -395,7 +438,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
             best_cand = seed_cand
     seed_prompt = run.task.seed_prompt
     best = best_cand.prompt if best_cand else seed_prompt
-    seed_dev = run.history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in run.history.candidates else 0.0
+    seed_dev = history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in history.candidates else 0.0
     search_usage = run.session.meter.usage.to_dict()
     seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
                             else run.test([seed_prompt]) * 2)
@@ -409,7 +452,9 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
-        selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test)
+        selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test,
+        select_on=config.get("select_on", "dev"),
+        search_dev=None if run.dev_selection is None else run.history.candidates[best.id].dev_mean())
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     if ctx.selector is not None:
         run.store.write_json(SELECTOR_FILE, ctx.selector.to_dict())

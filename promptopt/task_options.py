@@ -54,13 +54,18 @@ class TaskOptions:
 
 def check_run_inputs(config: RunConfig) -> tuple[Strategy, Task]:
     """The strategy and the loaded task of a configuration, with the checks that need the task:
-    its data, and whether its answer mode applies. Returns the strategy and the task."""
+    its data, whether its answer mode applies, and whether its training pool can give a held-out
+    selection its search split. Returns the strategy and the task."""
     from promptopt.evaluator import check_answer_mode
     from promptopt.strategies import get_strategy
 
     strat = get_strategy(config.strategy, dict(config.strategy_params or {}))
     task_obj = load_task_from_options(config.task, config.task_options())
     check_answer_mode(task_obj, config.answer_mode)
+    if config.select_on == "held-out":
+        from promptopt._held_out import check_train_size
+
+        check_train_size(task_obj, n_train=config.n_train, n_dev=config.n_dev)
     return strat, task_obj
 
 

@@ -36,6 +36,8 @@ class RunSummary:
         mtime: the newest modification time of the run's files (seconds since the epoch).
         strategy_output: what the strategy added to its result, if anything: its own
             selection rule, the size of its Pareto front (e.g. ``picked by knee; front of 6``).
+        select_on: the split the final prompt was picked on: ``dev``, or ``held-out`` (dev, kept
+            from a search on examples drawn from train); ``seed_dev``/``best_dev`` are its means.
     """
 
     run_id: str
@@ -50,6 +52,7 @@ class RunSummary:
     optimizer_calls: int
     mtime: float
     strategy_output: str = ""
+    select_on: str = "dev"
 
 
 def _read_json(path: Path) -> Any:
@@ -107,7 +110,8 @@ def summarize_run(files: RunFiles, mtime: float = 0.0) -> RunSummary:
         status="finished" if result is not None else "incomplete",
         seed_dev=None if seed_dev is None else float(seed_dev), best_dev=None if best_dev is None else float(best_dev),
         best_test=None if best_test is None else float(best_test), target_calls=target, optimizer_calls=optimizer,
-        mtime=mtime, strategy_output=_strategy_output(result))
+        mtime=mtime, strategy_output=_strategy_output(result),
+        select_on=str((result or {}).get("select_on") or config.get("select_on") or "dev"))
 
 
 def _strategy_output(result: Mapping[str, Any] | None) -> str:
@@ -153,7 +157,9 @@ def format_runs(runs: Sequence[RunSummary]) -> list[str]:
     rows = [("run", "task", "strategy", "status", "dev seed→best", "best test", "calls (target+optimizer)")
             + (("strategy output",) if extra else ())]
     for r in runs:
-        rows.append((r.run_id, r.task, r.strategy, r.status, f"{_fmt(r.seed_dev)}→{_fmt(r.best_dev)}",
+        # a held-out run's dev means are on held-out dev once finished, on the search split until then
+        picked_on = "" if r.select_on == "dev" else " (held-out)" if r.status == "finished" else " (search)"
+        rows.append((r.run_id, r.task, r.strategy, r.status, f"{_fmt(r.seed_dev)}→{_fmt(r.best_dev)}{picked_on}",
                      _fmt(r.best_test), f"{r.target_calls}+{r.optimizer_calls}")
                     + ((r.strategy_output,) if extra else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
