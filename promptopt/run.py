@@ -12,16 +12,18 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from promptopt import events
+from promptopt._task_scores import TaskScores, per_task_fields, per_task_tests, replacement_weights, test_score
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
-from promptopt.evaluator import Evaluator, resolve_answer_mode
+from promptopt.default_system import default_system_prompt
+from promptopt.evaluator import AnswerMode, EvalResult, Evaluator, resolve_answer_mode, resolve_answer_modes
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
@@ -31,7 +33,7 @@ from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
 from promptopt.strategies import Strategy
 from promptopt.task_options import check_run_inputs
-from promptopt.tasks import Task
+from promptopt.tasks import Task, TaskSet
 
 __all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
 
@@ -57,6 +59,9 @@ class Result:
         strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
             time minus the time spent waiting for model calls. Like ``usage``, a measurement that
             a rerun of the same configuration does not repeat exactly.
+        per_task: on a set of tasks, each task's seed and best scores on dev and test (the set's
+            dev and test scores are the means of these per-task means); empty on one task.
+        unseen: each unseen task's seed and best scores on its test split (scored after the search).
     """
 
     run_id: str
@@ -80,6 +85,8 @@ class Result:
     replacement: Replacement | None = None
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
+    per_task: dict[str, TaskScores] = field(default_factory=dict)
+    unseen: dict[str, TaskScores] = field(default_factory=dict)
 
     @property
     def test_score(self) -> float:
@@ -90,6 +97,9 @@ class Result:
         d = asdict(self)
         d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
         d["front"] = [entry.to_dict() for entry in self.front]
+        for key in ("per_task", "unseen"):  # one task's result.json stays as it was
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -104,12 +114,16 @@ class _Run:
     """One run's state while it executes."""
 
     def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
-                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int) -> None:
+                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int,
+                 modes: Mapping[str, AnswerMode] | None = None, seed_prompt: Prompt | None = None) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
         self.finalist_reserve = finalist_reserve
         self.store, self.on_event = store, on_event
-        self.history = History(tuple(ex.id for ex in task.splits.dev))
-        self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
+        self.seed_prompt = task.seed_prompt if seed_prompt is None else seed_prompt
+        task_of = task.task_of if isinstance(task, TaskSet) else None
+        self.history = History(tuple(ex.id for ex in task.splits.dev), task_of)
+        self.evaluator = Evaluator(task, session.target, mode, modes)  # type: ignore[arg-type]
+        self.tested: dict[str, EvalResult] = {}
         self.started = time.monotonic()
         self.strategy_seconds = 0.0
         self._last_progress = 0.0
@@ -138,7 +152,7 @@ class _Run:
             self.on_event({**events.make(events.PROGRESS), **self._snapshot()})
 
     def context(self) -> Context:
-        return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
+        return Context(task=self.task, seed_prompt=self.seed_prompt, evaluator=self.evaluator,
                        optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
                        emit=self.emit, seed=self.seed, meter=self.session.meter)
 
@@ -233,8 +247,20 @@ class _Run:
         results = self.session.loop.run(self.evaluator.aevaluate(prompts, self.task.splits.test))
         for res in results:
             self.emit(events.make(events.TEST, prompt_id=res.prompt.id, mean=res.mean, n=len(res.examples),
-                                  scores={e.example_id: e.score for e in res.examples}))
-        return [summarize([e.score for e in r.examples]) for r in results]
+                                  scores={e.example_id: e.score for e in res.examples}, **per_task_fields(res)))
+            self.tested[res.prompt.id] = res
+        return [test_score(r) for r in results]
+
+    def test_unseen(self, prompts: Sequence[Prompt]) -> dict[str, list[Score]]:
+        """After the test evaluation: each unseen task's test scores of ``prompts`` (outside the budget)."""
+        scores: dict[str, list[Score]] = {}
+        for name, examples in (self.task.unseen_tests if isinstance(self.task, TaskSet) else {}).items():
+            results = self.session.loop.run(self.evaluator.aevaluate(prompts, examples))
+            for res in results:
+                self.emit(events.make(events.UNSEEN_TEST, prompt_id=res.prompt.id, task=name, mean=res.mean,
+                                      n=len(res.examples), scores={e.example_id: e.score for e in res.examples}))
+            scores[name] = [summarize([e.score for e in r.examples]) for r in results]
+        return scores
 
 
 def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
@@ -248,7 +274,9 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
              mlflow: bool | str = False, finalist_reserve: int | None = None,
-             replace_if: str = DEFAULT_RULE, config: RunConfig | None = None) -> Result:
+             replace_if: str = DEFAULT_RULE, task_set: str | Path | None = None,
+             unseen: str | Sequence[str | Task] | None = None, system: str | None = None,
+             config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
@@ -257,7 +285,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
 
     Args:
         task: a task name (``gsm8k``, ``sst2``, ``bbh:date_understanding``,
-            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task.
+            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task; or a set of tasks
+            (``"sst2,mr"``, ``"bbh:all"``, a list) whose shared system prompt is searched.
         strategy: a strategy name (``apo``) or a Strategy instance.
         model: the target model, ``backend:model`` (default: embedded SmolLM2).
         budget: caps on the search (default: :func:`default_budget`, 200 target
@@ -288,12 +317,15 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
         finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
+        modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
+        task_obj = _with_seed_system(task_obj, cfg.system, session.target)
         strat.check_backend(session.target, mode)
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
                   "replace_if": cfg.replace_if,
                   "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
+        config.update(_set_config(task_obj, modes, cfg.system))  # nothing for one task: run ids stay
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
         if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
@@ -307,8 +339,11 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
             store = RunStore(run_dir)
             store.write_json("config.json", config)
             store.start_events()
+            seed_prompt = (task_obj.seed_prompt if cfg.system is None or isinstance(task_obj, TaskSet)
+                           else replace(task_obj.seed_prompt, system=cfg.system))
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
-                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve), config)
+                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve,
+                                   modes=modes, seed_prompt=seed_prompt), config)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)
@@ -335,6 +370,25 @@ def _open_session(cfg: RunConfig, task: Task) -> Session:
                    model_options=cfg.model_options, optimizer_options=cfg.optimizer_options, retry=cfg.retry)
 
 
+def _with_seed_system(task: Task, system: str | None, target: Backend) -> Task:
+    """A set of tasks with its seed system prompt: ``system`` if given, else the task-set file's,
+    else the target model's default made explicit (one task is returned unchanged)."""
+    if not isinstance(task, TaskSet):
+        return task
+    if system is not None:
+        return task.with_system(system)
+    return task if task.system is not None else task.with_system(default_system_prompt(target))
+
+
+def _set_config(task: Task, modes: Mapping[str, str], system: str | None) -> dict[str, Any]:
+    """What a set of tasks (or a seed system prompt) adds to a run's configuration; nothing for one task."""
+    if not isinstance(task, TaskSet):
+        return {} if system is None else {"system": system}
+    kinds = {modes[name] for name in task.member_names}  # unseen tasks' modes do not shape the search
+    return {"task_set": task.to_config(), "answer_modes": dict(modes),
+            "answer_mode": kinds.pop() if len(kinds) == 1 else "mixed"}
+
+
 def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
     if first is None:
         return second
@@ -352,19 +406,21 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     stopped_by = run.search(ctx)
     best_cand = _pick_final(run.history, ctx.selection)
     replacement = None
-    seed_cand = run.history.candidates.get(run.task.seed_prompt.id)
+    seed_cand = run.history.candidates.get(run.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
         rule = resolve_rule(config["replace_if"], config["answer_mode"])
-        replacement = decide(rule, best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
+        replacement = decide(rule, best_cand.id, *_dev_scores_to_compare(run.history, seed_cand, best_cand))
         run.emit(events.make(events.REPLACEMENT, **replacement.to_dict()))
         if not replacement.replaced:
             best_cand = seed_cand
-    seed_prompt = run.task.seed_prompt
+    seed_prompt = run.seed_prompt
     best = best_cand.prompt if best_cand else seed_prompt
     seed_dev = run.history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in run.history.candidates else 0.0
     search_usage = run.session.meter.usage.to_dict()
-    seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
-                            else run.test([seed_prompt]) * 2)
+    pair = [seed_prompt, best] if best.id != seed_prompt.id else [seed_prompt]
+    tests = run.test(pair)
+    seed_test, best_test = tests[0], tests[-1]
+    unseen = run.test_unseen(pair)
     total = run.session.meter.usage.to_dict()
     result = Result(
         run_id=run.store.dir.name, run_dir=str(run.store.dir), task=config["task"], strategy=config["strategy"],
@@ -373,11 +429,36 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
-        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
+        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
+        **_set_results(run, config, seed_cand, best_cand, (seed_prompt, best), unseen))
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result
+
+
+def _dev_scores_to_compare(history: History, seed: Candidate,
+                           best: Candidate) -> tuple[Mapping[str, float], Mapping[str, float]]:
+    """The seed's and the winner's dev scores for the replacement rule; on a set of tasks
+    weighted so that the rule's mean difference is that of the per-task means."""
+    if history.task_of is None:
+        return seed.dev_scores, best.dev_scores
+    return replacement_weights(seed.dev_scores, history.task_of), replacement_weights(best.dev_scores, history.task_of)
+
+
+def _set_results(run: _Run, config: Mapping[str, Any], seed_cand: Candidate | None, best_cand: Candidate | None,
+                 prompts: tuple[Prompt, Prompt], unseen: Mapping[str, list[Score]]) -> dict[str, Any]:
+    """``Result.per_task`` and ``Result.unseen`` on a set of tasks; nothing on one task."""
+    if not isinstance(run.task, TaskSet):
+        return {}
+    modes = config["answer_modes"]
+    seed_dev = seed_cand.dev_task_means() if seed_cand else {}
+    best_dev = best_cand.dev_task_means() if best_cand else seed_dev
+    seed_test, best_test = (per_task_tests(run.tested[p.id]) for p in prompts)
+    per_task = {name: TaskScores(modes[name], seed_test[name], best_test[name], seed_dev.get(name),
+                                 best_dev.get(name)) for name in run.task.member_names}
+    return {"per_task": per_task,
+            "unseen": {name: TaskScores(modes[name], scores[0], scores[-1]) for name, scores in unseen.items()}}
 
 
 def _pick_final(history: History, selection: Selection | None) -> Candidate | None:
