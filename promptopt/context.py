@@ -18,7 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from promptopt import events
 from promptopt._loop import LoopThread
-from promptopt._task_scores import per_task_fields
+from promptopt._set_run import per_task_fields
 from promptopt.backends._base import Backend, missing_tokenizer
 from promptopt.budget import Meter
 from promptopt.evaluator import EvalResult, Evaluator, LossResult

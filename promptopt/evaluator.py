@@ -144,12 +144,12 @@ def resolve_answer_mode(task: Task, backend: Backend, requested: str | None) -> 
     """``choice`` when the task has labels and the backend can score, else ``generate``.
 
     An explicit request wins; asking for ``choice`` where it is impossible is an error.
-    On a set of tasks: ``choice`` when every task resolves to it, else ``generate`` (what
+    On a set of tasks: ``choice`` when every searched task resolves to it, else ``generate`` (what
     the default budget and the ``auto`` replacement rule go by; see :func:`resolve_answer_modes`).
     """
-    if isinstance(task, TaskSet):
-        modes = resolve_answer_modes(task, backend, requested).values()
-        return "choice" if all(mode == "choice" for mode in modes) else "generate"
+    if isinstance(task, TaskSet):  # the searched tasks' modes; unseen tasks do not shape the search
+        modes = resolve_answer_modes(task, backend, requested)
+        return "choice" if all(modes[name] == "choice" for name in task.member_names) else "generate"
     check_answer_mode(task, requested)
     if requested is None or requested == "auto":
         return "choice" if _has_labels(task) and backend.capabilities.score else "generate"

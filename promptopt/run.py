@@ -17,12 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from promptopt import events
-from promptopt._task_scores import TaskScores, per_task_fields, per_task_tests, replacement_weights, test_score
+from promptopt._set_run import (
+    TaskScores,
+    dev_scores_to_compare,
+    per_task_fields,
+    set_config,
+    set_results,
+    test_score,
+    with_seed_system,
+)
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
-from promptopt.default_system import default_system_prompt
 from promptopt.evaluator import AnswerMode, EvalResult, Evaluator, resolve_answer_mode, resolve_answer_modes
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
@@ -263,7 +270,8 @@ class _Run:
         return scores
 
 
-def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
+def optimize(task: str | Task | Sequence[str | Task] = "gsm8k", strategy: str | Strategy = "apo",
+             model: str | Backend = DEFAULT_MODEL, *,
              optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
              answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
              n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
@@ -318,14 +326,14 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
-        task_obj = _with_seed_system(task_obj, cfg.system, session.target)
+        task_obj = with_seed_system(task_obj, cfg.system, session.target)
         strat.check_backend(session.target, mode)
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
                   "replace_if": cfg.replace_if,
                   "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
-        config.update(_set_config(task_obj, modes, cfg.system))  # nothing for one task: run ids stay
+        config.update(set_config(task_obj, modes, cfg.system))  # nothing for one task: run ids stay
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
         if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
@@ -370,25 +378,6 @@ def _open_session(cfg: RunConfig, task: Task) -> Session:
                    model_options=cfg.model_options, optimizer_options=cfg.optimizer_options, retry=cfg.retry)
 
 
-def _with_seed_system(task: Task, system: str | None, target: Backend) -> Task:
-    """A set of tasks with its seed system prompt: ``system`` if given, else the task-set file's,
-    else the target model's default made explicit (one task is returned unchanged)."""
-    if not isinstance(task, TaskSet):
-        return task
-    if system is not None:
-        return task.with_system(system)
-    return task if task.system is not None else task.with_system(default_system_prompt(target))
-
-
-def _set_config(task: Task, modes: Mapping[str, str], system: str | None) -> dict[str, Any]:
-    """What a set of tasks (or a seed system prompt) adds to a run's configuration; nothing for one task."""
-    if not isinstance(task, TaskSet):
-        return {} if system is None else {"system": system}
-    kinds = {modes[name] for name in task.member_names}  # unseen tasks' modes do not shape the search
-    return {"task_set": task.to_config(), "answer_modes": dict(modes),
-            "answer_mode": kinds.pop() if len(kinds) == 1 else "mixed"}
-
-
 def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
     if first is None:
         return second
@@ -409,7 +398,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
     seed_cand = run.history.candidates.get(run.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
         rule = resolve_rule(config["replace_if"], config["answer_mode"])
-        replacement = decide(rule, best_cand.id, *_dev_scores_to_compare(run.history, seed_cand, best_cand))
+        replacement = decide(rule, best_cand.id, *dev_scores_to_compare(run.history, seed_cand, best_cand))
         run.emit(events.make(events.REPLACEMENT, **replacement.to_dict()))
         if not replacement.replaced:
             best_cand = seed_cand
@@ -430,35 +419,12 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
-        **_set_results(run, config, seed_cand, best_cand, (seed_prompt, best), unseen))
+        **set_results(run.task, config.get("answer_modes", {}), run.tested, (seed_cand, best_cand),
+                      (seed_prompt, best), unseen))
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result
-
-
-def _dev_scores_to_compare(history: History, seed: Candidate,
-                           best: Candidate) -> tuple[Mapping[str, float], Mapping[str, float]]:
-    """The seed's and the winner's dev scores for the replacement rule; on a set of tasks
-    weighted so that the rule's mean difference is that of the per-task means."""
-    if history.task_of is None:
-        return seed.dev_scores, best.dev_scores
-    return replacement_weights(seed.dev_scores, history.task_of), replacement_weights(best.dev_scores, history.task_of)
-
-
-def _set_results(run: _Run, config: Mapping[str, Any], seed_cand: Candidate | None, best_cand: Candidate | None,
-                 prompts: tuple[Prompt, Prompt], unseen: Mapping[str, list[Score]]) -> dict[str, Any]:
-    """``Result.per_task`` and ``Result.unseen`` on a set of tasks; nothing on one task."""
-    if not isinstance(run.task, TaskSet):
-        return {}
-    modes = config["answer_modes"]
-    seed_dev = seed_cand.dev_task_means() if seed_cand else {}
-    best_dev = best_cand.dev_task_means() if best_cand else seed_dev
-    seed_test, best_test = (per_task_tests(run.tested[p.id]) for p in prompts)
-    per_task = {name: TaskScores(modes[name], seed_test[name], best_test[name], seed_dev.get(name),
-                                 best_dev.get(name)) for name in run.task.member_names}
-    return {"per_task": per_task,
-            "unseen": {name: TaskScores(modes[name], scores[0], scores[-1]) for name, scores in unseen.items()}}
 
 
 def _pick_final(history: History, selection: Selection | None) -> Candidate | None:
