@@ -89,7 +89,7 @@ def check_strategy_for_set(strategy: Strategy) -> None:
 
     able = sorted(name for name, cls in BUILTIN.items() if cls.supports_task_sets)
     raise ConfigError(f"strategy {strategy.name!r} cannot search a set of tasks (it rewrites one task's prompt); "
-                      f"strategies that can: {', '.join(able)}; or give one task")
+                      f"strategies that can: {', '.join(able)} (or give one task and no --unseen)")
 
 
 def load_task_set(spec: SetSpec, options: TaskOptions, env: Mapping[str, str] | None = None) -> TaskSet:
