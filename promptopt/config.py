@@ -36,8 +36,9 @@ from promptopt.budget import Budget
 from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.replacement import DEFAULT_RULE, check_rule
 from promptopt.strategies import Strategy, get_strategy
-from promptopt.task_options import TaskOptions
+from promptopt.task_options import TaskOptions, check_strategy_for_set
 from promptopt.tasks import Task
+from promptopt.tasks._spec import SpecError, parse_set_spec
 
 __all__ = ["ANSWER_MODES", "DEFAULT_MODEL", "SELECT_ON", "RunConfig", "config_from_call", "default_budget"]
 
@@ -139,7 +140,17 @@ class RunConfig:
 
     Attributes:
         task: the task: gsm8k, sst2, agnews, bbh:<subtask>, synthetic:<kind>,
-            file:<path.jsonl|csv> or a plugin's name (see `promptopt tasks`); in Python also a Task.
+            file:<path.jsonl|csv> or a plugin's name (see `promptopt tasks`); or a set of tasks whose
+            shared system prompt is searched: names separated by commas (sst2,mr,bbh:navigate), with
+            the groups bbh:all (the BBH subtasks in the data folder) and cls:all (every classification
+            set); in Python also a Task, or a list of names and Tasks.
+        task_set: a task-set file (TOML) listing the tasks of a set with their own options
+            (n_train, n_dev, n_test, answer_mode, file: fields), unseen tasks and the seed system prompt;
+            it replaces task.
+        unseen: tasks scored only at the end, on their test split, with the seed's and the best
+            prompt's system text (transfer to tasks the search never saw); names as in task.
+        system: the seed system prompt (default on a set of tasks: the target model's own default
+            system prompt, made explicit; on one task: none).
         strategy: the search strategy (see `promptopt strategies`); in Python also a Strategy.
         model: the target model as backend:model, e.g. llamacpp:smollm2 (embedded),
             openai:<name> (with --base-url or OPENAI_BASE_URL); in Python also a Backend.
@@ -194,7 +205,10 @@ class RunConfig:
         RunConfig(task='sst2', n_dev=10, model_options={'api_key': ***})
     """
 
-    task: str | Task = _setting("gsm8k", short="-t")
+    task: str | Task | Sequence[str | Task] = _setting("gsm8k", short="-t")
+    task_set: str | Path | None = _setting(None, search=True)
+    unseen: str | Sequence[str | Task] | None = _setting(None, search=True)
+    system: str | None = _setting(None, search=True)
     strategy: str | Strategy = _setting("apo", short="-s", search=True)
     model: str | Backend = _setting(DEFAULT_MODEL, short="-m", check=_model)
     optimizer_model: str | Backend | None = _setting(None, search=True, check=_model)
@@ -234,10 +248,14 @@ class RunConfig:
             except ConfigError as exc:
                 raise _about(f.name, exc) from None
         self._check_strategy()
+        self._check_tasks()
         normal: dict[str, Any] = {
             "labels": tuple(self.labels) if self.labels else None, "runs_dir": Path(self.runs_dir),
             "data_dir": None if self.data_dir is None else Path(self.data_dir),
-            "cache": Path(self.cache) if isinstance(self.cache, str) else self.cache}
+            "cache": Path(self.cache) if isinstance(self.cache, str) else self.cache,
+            "task": self.task if isinstance(self.task, (str, Task)) else tuple(self.task),
+            "unseen": self.unseen if self.unseen is None or isinstance(self.unseen, str) else tuple(self.unseen),
+            "task_set": None if self.task_set is None else Path(self.task_set)}
         for name in ("strategy_params", "model_options", "optimizer_options"):
             value = getattr(self, name)
             normal[name] = None if value is None else types.MappingProxyType(dict(value))
@@ -254,6 +272,21 @@ class RunConfig:
         except ConfigError as exc:
             named = [k for k in params if repr(k) in str(exc) or f"`{k}`" in str(exc)]
             raise _SettingError(f"strategy_params.{named[0]}" if named else "strategy_params", str(exc)) from None
+
+    def _check_tasks(self) -> None:
+        """The names of a set of tasks and its task-set file (no data is read), and that the strategy
+        can search a set."""
+        try:
+            spec = parse_set_spec(self.task, self.unseen, self.task_set)
+        except SpecError as exc:
+            raise _about(exc.param, exc) from None
+        except ConfigError as exc:  # the task-set file's own errors name the file and the line
+            raise _about("task_set", exc) from None
+        if spec.is_set:
+            try:
+                check_strategy_for_set(get_strategy(self.strategy, dict(self.strategy_params or {})))
+            except ConfigError as exc:
+                raise _about("strategy", exc) from None
 
     def __repr__(self) -> str:
         defaults = _default_config()

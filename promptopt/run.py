@@ -12,17 +12,26 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from promptopt import events
 from promptopt._held_out import DevSelection, HeldOutPlan, plan_held_out
+from promptopt._set_run import (
+    TaskScores,
+    dev_scores_to_compare,
+    per_task_fields,
+    set_config,
+    set_results,
+    test_score,
+    with_seed_system,
+)
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
-from promptopt.evaluator import Evaluator, resolve_answer_mode
+from promptopt.evaluator import AnswerMode, EvalResult, Evaluator, resolve_answer_mode, resolve_answer_modes
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
@@ -33,7 +42,7 @@ from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
 from promptopt.strategies import Strategy
 from promptopt.task_options import check_run_inputs
-from promptopt.tasks import Task
+from promptopt.tasks import Task, TaskSet
 from promptopt.types import Example
 
 __all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
@@ -69,6 +78,9 @@ class Result:
             saved as ``selector.json`` in the run directory (:func:`promptopt.load_selector`).
         selector_dev / selector_test: its dev mean and test score, each example scored with the
             prompt it picks for it (None without a selector).
+        per_task: on a set of tasks, each task's seed and best scores on dev and test (the set's
+            dev and test scores are the means of these per-task means); empty on one task.
+        unseen: each unseen task's seed and best scores on its test split (scored after the search).
     """
 
     run_id: str
@@ -97,6 +109,8 @@ class Result:
     selector_test: Score | None = None
     select_on: str = "dev"
     search_dev: float | None = None
+    per_task: dict[str, TaskScores] = field(default_factory=dict)
+    unseen: dict[str, TaskScores] = field(default_factory=dict)
 
     @property
     def test_score(self) -> float:
@@ -109,6 +123,9 @@ class Result:
         d["front"] = [entry.to_dict() for entry in self.front]
         if self.selector is not None:  # the numbers are in selector.json
             d["selector"] = {"file": SELECTOR_FILE, "prompt_ids": [p.id for p in self.selector.prompts]}
+        for key in ("per_task", "unseen"):  # one task's result.json stays as it was
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -124,18 +141,22 @@ class _Run:
 
     def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
                  store: RunStore, on_event: EventCallback | None, finalist_reserve: int,
-                 held_out: HeldOutPlan | None = None) -> None:
+                 held_out: HeldOutPlan | None = None, modes: Mapping[str, AnswerMode] | None = None,
+                 seed_prompt: Prompt | None = None) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
         self.finalist_reserve = finalist_reserve
         self.store, self.on_event = store, on_event
+        self.seed_prompt = task.seed_prompt if seed_prompt is None else seed_prompt
         self.held_out = held_out
         #: the split the strategy scores candidates on (its ctx.dev)
         self.search_dev = held_out.search if held_out is not None else task.splits.dev
-        self.history = History(tuple(ex.id for ex in self.search_dev))
-        self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
+        task_of = task.task_of if isinstance(task, TaskSet) else None
+        self.history = History(tuple(ex.id for ex in self.search_dev), task_of)
+        self.evaluator = Evaluator(task, session.target, mode, modes)  # type: ignore[arg-type]
         self.dev_selection = None if held_out is None else DevSelection(
             held_out, evaluator=self.evaluator, meter=session.meter, loop=session.loop, emit=self.emit)
         self.returned: tuple[Prompt, ...] = ()  # the strategy's finalists
+        self.tested: dict[str, EvalResult] = {}
         self.started = time.monotonic()
         self.strategy_seconds = 0.0
         self._last_progress = 0.0
@@ -164,7 +185,7 @@ class _Run:
             self.on_event({**events.make(events.PROGRESS), **self._snapshot()})
 
     def context(self) -> Context:
-        ctx = Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
+        ctx = Context(task=self.task, seed_prompt=self.seed_prompt, evaluator=self.evaluator,
                       optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
                       emit=self.emit, seed=self.seed, meter=self.session.meter)
         if self.held_out is not None:  # the strategy searches on examples drawn from train; dev is the Run's
@@ -272,8 +293,20 @@ class _Run:
         results = self.session.loop.run(self.evaluator.aevaluate(prompts, self.task.splits.test))
         for res in results:
             self.emit(events.make(events.TEST, prompt_id=res.prompt.id, mean=res.mean, n=len(res.examples),
-                                  scores={e.example_id: e.score for e in res.examples}))
-        return [summarize([e.score for e in r.examples]) for r in results]
+                                  scores={e.example_id: e.score for e in res.examples}, **per_task_fields(res)))
+            self.tested[res.prompt.id] = res
+        return [test_score(r) for r in results]
+
+    def test_unseen(self, prompts: Sequence[Prompt]) -> dict[str, list[Score]]:
+        """After the test evaluation: each unseen task's test scores of ``prompts`` (outside the budget)."""
+        scores: dict[str, list[Score]] = {}
+        for name, examples in (self.task.unseen_tests if isinstance(self.task, TaskSet) else {}).items():
+            results = self.session.loop.run(self.evaluator.aevaluate(prompts, examples))
+            for res in results:
+                self.emit(events.make(events.UNSEEN_TEST, prompt_id=res.prompt.id, task=name, mean=res.mean,
+                                      n=len(res.examples), scores={e.example_id: e.score for e in res.examples}))
+            scores[name] = [summarize([e.score for e in r.examples]) for r in results]
+        return scores
 
     def score_selector(self, selector: PromptSelector) -> tuple[float, Score]:
         """The selector's dev mean and test score, each example scored with the prompt it picks for it.
@@ -299,7 +332,8 @@ class _Run:
         return score
 
 
-def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
+def optimize(task: str | Task | Sequence[str | Task] = "gsm8k", strategy: str | Strategy = "apo",
+             model: str | Backend = DEFAULT_MODEL, *,
              optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
              answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
              n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
@@ -311,6 +345,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
              mlflow: bool | str = False, finalist_reserve: int | None = None,
              replace_if: str = DEFAULT_RULE, select_on: str = "dev", select_top: int = 3,
+             task_set: str | Path | None = None,
+             unseen: str | Sequence[str | Task] | None = None, system: str | None = None,
              config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
@@ -320,7 +356,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
 
     Args:
         task: a task name (``gsm8k``, ``sst2``, ``bbh:date_understanding``,
-            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task.
+            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task; or a set of tasks
+            (``"sst2,mr"``, ``"bbh:all"``, a list) whose shared system prompt is searched.
         strategy: a strategy name (``apo``) or a Strategy instance.
         model: the target model, ``backend:model`` (default: embedded SmolLM2).
         budget: caps on the search (default: :func:`default_budget`, 200 target
@@ -351,6 +388,8 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
         finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
+        modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
+        task_obj = with_seed_system(task_obj, cfg.system, session.target)
         strat.check_backend(session.target, mode)
         held_out = None if cfg.select_on == "dev" else plan_held_out(
             task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top, budget=session.meter.budget)
@@ -361,6 +400,7 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
                   "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
         if held_out is not None:  # absent by default: earlier run ids stay
             config |= {"select_on": cfg.select_on, "select_top": cfg.select_top}
+        config.update(set_config(task_obj, modes, cfg.system))  # nothing for one task: run ids stay
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
         if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
@@ -374,9 +414,11 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
             store = RunStore(run_dir)
             store.write_json("config.json", config)
             store.start_events()
+            seed_prompt = (task_obj.seed_prompt if cfg.system is None or isinstance(task_obj, TaskSet)
+                           else replace(task_obj.seed_prompt, system=cfg.system))
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
                                    store=store, on_event=on_event, finalist_reserve=finalist_reserve,
-                                   held_out=held_out), config)
+                                   held_out=held_out, modes=modes, seed_prompt=seed_prompt), config)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)
@@ -429,19 +471,21 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
                                            seed_id=ctx.seed_prompt.id,
                                            own_pick=best_cand if ctx.selection is not None else None)
     replacement = None
-    seed_cand = history.candidates.get(run.task.seed_prompt.id)
+    seed_cand = history.candidates.get(run.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
         rule = resolve_rule(config["replace_if"], config["answer_mode"])
-        replacement = decide(rule, best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
+        replacement = decide(rule, best_cand.id, *dev_scores_to_compare(history, seed_cand, best_cand))
         run.emit(events.make(events.REPLACEMENT, **replacement.to_dict()))
         if not replacement.replaced:
             best_cand = seed_cand
-    seed_prompt = run.task.seed_prompt
+    seed_prompt = run.seed_prompt
     best = best_cand.prompt if best_cand else seed_prompt
     seed_dev = history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in history.candidates else 0.0
     search_usage = run.session.meter.usage.to_dict()
-    seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
-                            else run.test([seed_prompt]) * 2)
+    pair = [seed_prompt, best] if best.id != seed_prompt.id else [seed_prompt]
+    tests = run.test(pair)
+    seed_test, best_test = tests[0], tests[-1]
+    unseen = run.test_unseen(pair)
     selector_dev, selector_test = run.score_selector(ctx.selector) if ctx.selector is not None else (None, None)
     total = run.session.meter.usage.to_dict()
     result = Result(
@@ -454,7 +498,9 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
         selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test,
         select_on=config.get("select_on", "dev"),
-        search_dev=None if run.dev_selection is None else run.history.candidates[best.id].dev_mean())
+        search_dev=None if run.dev_selection is None else run.history.candidates[best.id].dev_mean(),
+        **set_results(run.task, config.get("answer_modes", {}), run.tested, (seed_cand, best_cand),
+                      (seed_prompt, best), unseen))
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     if ctx.selector is not None:
         run.store.write_json(SELECTOR_FILE, ctx.selector.to_dict())

@@ -95,6 +95,9 @@ class Strategy(ABC):
     needs_tokenizer: ClassVar[bool] = False
     #: True when it also needs the whole vocabulary (``ctx.tokenizer.vocabulary()``)
     needs_vocabulary: ClassVar[bool] = False
+    #: True when it can search a set of tasks: it rewrites only ``ctx.text(prompt)`` through
+    #: ``ctx.with_text`` (the shared system prompt on a set), never a field by name
+    supports_task_sets: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""
