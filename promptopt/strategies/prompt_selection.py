@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.exceptions import BudgetExhausted
 from promptopt.selector import HashedFeatures, fit_selector, require_sklearn
-from promptopt.strategies._base import Strategy
+from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval
 from promptopt.strategies._parsing import parse_instruction
@@ -123,6 +123,14 @@ class PromptSelection(Strategy):
     def finalist_gap(self, n_dev: int) -> int:
         """Candidates are scored on training inputs only: the finalist lacks all of dev."""
         return n_dev
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+        """One pass, the whole method: a database of prompts per cluster, each scored on the
+        training sample the selector learns from; the best of them is then scored on dev."""
+        pool = self.n_clusters * self.prompts_per_cluster
+        sample = min(self.n_score_examples, n_train)
+        return StepPlan("pass", Spend(example_evals=(1 + pool) * sample, optimizer_calls=pool), paper_steps=1,
+                        finish=Spend(example_evals=n_dev, new_full=1))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         clusters = self.cluster(ctx)

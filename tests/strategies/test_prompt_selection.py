@@ -195,3 +195,13 @@ def test_the_cli_prints_one_error_line_and_exits_2(tmp_path: Path) -> None:
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "'n_clusters' parameter" in lines[0]
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_plan_counts_the_database_scored_on_the_training_sample_then_the_best_on_dev() -> None:
+    from promptopt.strategies._base import Spend
+    from promptopt.strategies.prompt_selection import PromptSelection
+
+    plan = PromptSelection(n_clusters=3, prompts_per_cluster=2, n_score_examples=40).step_plan(n_dev=30, n_train=25)
+    # seed + 6 generated prompts, each on the 25 training examples there are (fewer than 40 asked)
+    assert plan.per_step == Spend(example_evals=7 * 25, optimizer_calls=6)
+    assert plan.paper_steps == 1 and plan.finish == Spend(example_evals=30, new_full=1)
