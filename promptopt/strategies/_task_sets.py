@@ -33,18 +33,20 @@ __all__ = ["answer_mode_of", "describe_task", "sample_over_tasks", "shown_answer
 
 T = TypeVar("T")
 
-_INSTRUCTION = re.compile(r"\b(?:(an|An) )?(instruction|Instruction|INSTRUCTION)")
+# not a ``{instruction}`` placeholder, which the template is filled in through
+_INSTRUCTION = re.compile(r"\b(?:(an|An) )?(?<!\{)(instruction|Instruction|INSTRUCTION)")
 _ON_A_SET = {"instruction": "system prompt", "Instruction": "System prompt", "INSTRUCTION": "SYSTEM PROMPT"}
 
 
 def worded(template: str, text_field: str) -> str:
     """A meta-prompt template as it reads for the text under search: unchanged for an
     instruction; with "system prompt" for every "instruction" (articles and plurals following)
-    when the text is a set's shared system prompt. Apply it to templates, never to filled-in text.
+    when the text is a set's shared system prompt (``{instruction}`` placeholders are kept).
+    Apply it to templates, never to filled-in text.
 
     Example:
-        >>> worded("Write an instruction. Instructions tried:", "system")
-        'Write a system prompt. System prompts tried:'
+        >>> worded("Write an instruction. Instructions tried: {instruction}", "system")
+        'Write a system prompt. System prompts tried: {instruction}'
     """
     if text_field != "system":
         return template
