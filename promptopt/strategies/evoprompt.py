@@ -37,6 +37,9 @@ Cost drivers: ``population_size`` optimizer calls and ``population_size``
 new prompts per iteration, each scored on ``n_score`` examples, plus n_dev
 target calls per new best. Needs only generation from the optimizer; in
 ``choice`` answer mode the target model must also score log-probabilities.
+
+On a set of tasks the shared system prompt evolves (``ctx.text``): the score set
+is drawn evenly from every task and the requests speak of system prompts.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_tagged
 from promptopt.strategies._plum_search import Search
 from promptopt.strategies._selection import roulette, top_k
+from promptopt.strategies._task_sets import worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -166,7 +170,7 @@ def _llm_child(ctx: Context, parents: Sequence[Prompt], reply: str, operator: st
     if text is None:
         ctx.skip(operator, "no usable instruction", reply)
         return None
-    child = parents[0].with_instruction(text)
+    child = ctx.with_text(parents[0], text)
     if any(child.id == p.id for p in parents):
         ctx.skip(operator, "the reply repeats a parent", reply)
         return None
@@ -206,7 +210,7 @@ class _EvoPrompt(Strategy):
                         finish=Spend() if best else Spend(example_evals=n_dev, new_full=1))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        search = Search(ctx, field="instruction", level="word", operators=(), n_score=self.n_score,
+        search = Search(ctx, field=ctx.text_field, level="word", operators=(), n_score=self.n_score,
                         score_incumbents=self.score_incumbents, temperature=self.temperature)
         if search.ready():
             population = self.initial_population(search)
@@ -217,7 +221,7 @@ class _EvoPrompt(Strategy):
     def initial_population(self, search: Search) -> list[Prompt] | None:
         """The seed and its paraphrases, scored; None when the optimizer's cap refused them."""
         ctx, seed = search.ctx, search.seed
-        replies = ctx.propose_within_cap(PARAPHRASE_PROMPT.format(instruction=seed.instruction),
+        replies = ctx.propose_within_cap(worded(PARAPHRASE_PROMPT, ctx.text_field).format(instruction=ctx.text(seed)),
                                          n=self.population_size - 1, temperature=self.temperature,
                                          max_tokens=INSTRUCTION_TOKENS)
         if replies is None:
@@ -261,6 +265,7 @@ class EvoPromptGA(_EvoPrompt):
     """
 
     name: ClassVar[str] = "evoprompt-ga"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "EvoPrompt GA: LLM crossover + mutation, roulette parents, top-N (Guo et al., 2024)"
 
     def evolve(self, search: Search, population: list[Prompt]) -> None:
@@ -271,7 +276,8 @@ class EvoPromptGA(_EvoPrompt):
             stopped = False
             for _ in range(self.population_size):
                 first, second = (population[k] for k in roulette(fitness, ctx.rng, k=2))
-                reply = self.propose(search, GA_PROMPT.format(first=first.instruction, second=second.instruction))
+                reply = self.propose(search, worded(GA_PROMPT, ctx.text_field).format(first=ctx.text(first),
+                                                                                      second=ctx.text(second)))
                 if reply is None:
                     stopped = True
                     break
