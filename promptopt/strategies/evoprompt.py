@@ -126,9 +126,9 @@ def differing_parts(first: str, second: str) -> list[tuple[str, str]]:
             for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
 
 
-def de_request(base: str, first: str, second: str, best: str) -> str:
+def de_request(base: str, first: str, second: str, best: str, *, text_field: str = "instruction") -> str:
     """The DE optimizer request: only the parts where the donors ``first`` and ``second`` differ,
-    the current best and the base.
+    the current best and the base (speaking of system prompts when ``text_field`` is ``"system"``).
 
     Example:
         >>> request = de_request("Label it.", "Label a review now.", "Label a tweet now.", "Say what it is.")
@@ -137,7 +137,7 @@ def de_request(base: str, first: str, second: str, best: str) -> str:
     """
     parts = differing_parts(first, second)
     listed = "\n".join(f'"{a}" / "{b}"' if a and b else f'"{a or b}" / (nothing)' for a, b in parts)
-    return DE_PROMPT.format(parts=listed or "(none: A and B are the same)", best=best, base=base)
+    return worded(DE_PROMPT, text_field).format(parts=listed or "(none: A and B are the same)", best=best, base=base)
 
 
 def final_instruction(reply: str, last_step: int) -> str | None:
@@ -312,6 +312,7 @@ class EvoPromptDE(_EvoPrompt):
     """
 
     name: ClassVar[str] = "evoprompt-de"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "EvoPrompt DE: LLM mutates the donors' differences onto the best (Guo et al., 2024)"
 
     def evolve(self, search: Search, population: list[Prompt]) -> None:
@@ -321,8 +322,8 @@ class EvoPromptDE(_EvoPrompt):
             following = list(population)
             for j, base in enumerate(population):
                 first, second = self.donors(ctx, population, j)
-                reply = self.propose(search, de_request(base.instruction, first.instruction,
-                                                        second.instruction, best.instruction))
+                reply = self.propose(search, de_request(ctx.text(base), ctx.text(first), ctx.text(second),
+                                                        ctx.text(best), text_field=ctx.text_field))
                 if reply is None:
                     self.note_population(search, following, index)
                     return
