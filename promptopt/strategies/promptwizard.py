@@ -45,8 +45,8 @@ choice mode); then ``seen_set_size`` target calls, up to
 Needs generation only (scoring too in choice answer mode).
 
 On a set of tasks it runs the instruction part (steps 1-3) on the shared system
-prompt (``ctx.text``): the seen examples are spread evenly over the tasks (so a
-scoring batch drawn from them is as likely to come from any task), and
+prompt (``ctx.text``): the seen examples and every scoring batch are spread
+evenly over the tasks (a batch of one question comes from any task alike), and
 critiques name each example's task. Steps 4-6 are left out:
 demonstrations belong to each task's own prompt, not to the shared system
 prompt, and the expert persona would replace the very text the search wrote.
@@ -308,8 +308,8 @@ class PromptWizard(Strategy):
         for _ in range(self.max_eval_batches):
             if not active:
                 break
-            # on a set of tasks, seen is spread evenly over them: each task is as likely to be asked
-            results = ctx.evaluate([prompts[i] for i in active], ctx.sample(seen, self.questions_batch_size))
+            batch = sample_over_tasks(ctx, seen, self.questions_batch_size, lambda ex: ex.id)
+            results = ctx.evaluate([prompts[i] for i in active], batch)
             still = []
             for i, res in zip(active, results, strict=True):
                 asked[i] += 1
