@@ -251,3 +251,16 @@ def test_multiobjective_on_a_mixed_set_refuses_an_objective_one_task_cannot_meas
         promptopt.optimize([yes_no_task("alpha"), free], "multiobjective", fake_model(), system=SET_SYSTEM,
                            strategy_params={"objectives": "accuracy,output-length", "n_generations": 0},
                            runs_dir=tmp_path, cache=False)
+
+
+def test_gepa_merges_system_prompts_on_a_set(tmp_path: Path) -> None:
+    result = run([yes_no_task("alpha"), yes_no_task("beta")], "gepa", tmp_path, fake_model(), mode="choice",
+                 params={"max_iterations": 40, "minibatch_size": 2}, system=SET_SYSTEM)
+    log = [e for e in events(result) if e["type"] == "candidate"]
+    systems = {e["prompt_id"]: e["prompt"]["system"] for e in log}
+    merges = [e for e in log if e["operator"] == "merge"]
+    assert merges
+    for merge in merges:  # a system prompt alone, made of its two parents' sentences
+        assert Prompt.from_dict(merge["prompt"]) == Prompt(system=merge["prompt"]["system"])
+        parents = [Prompt(systems[p]).segments() for p in merge["parents"]]
+        assert all(any(s in found for found in parents) for s in Prompt(merge["prompt"]["system"]).segments())
