@@ -224,8 +224,8 @@ def test_a_single_task_run_keeps_its_run_id_and_result(tmp_path: Path, mode: str
     ({"task": ","}, "names no task"),
     ({"task": "synthetic:sentiment,synthetic:arithmetic", "unseen": "synthetic:arithmetic"}, "both"),
     ({"task": "synthetic:sentiment,file:x.jsonl"}, "cannot hold a file: task in a list"),
-    ({"task": "synthetic:sentiment,synthetic:arithmetic", "strategy": "opro"}, "strategies that can: apo"),
-    ({"task": "synthetic:sentiment", "unseen": "synthetic:arithmetic", "strategy": "hill-climb"}, "apo"),
+    ({"task": "synthetic:sentiment,synthetic:arithmetic", "strategy": "fewshot"}, "strategies that can: ape, apo,"),
+    ({"task": "synthetic:sentiment", "unseen": "synthetic:arithmetic", "strategy": "tapruning"}, "apo"),
 ], ids=["unknown", "empty", "both", "file-in-list", "strategy", "strategy-with-unseen"])
 def test_bad_specs_are_refused_before_any_call(tmp_path: Path, kwargs: dict[str, Any], fragment: str) -> None:
     fake = backend()
