@@ -67,11 +67,8 @@ def describe_task(ctx: Context) -> str:
 
 
 def sample_over_tasks(ctx: Context, items: Sequence[T], k: int, example_id: Callable[[T], str]) -> list[T]:
-    """``ctx.sample`` on one task; on a set, ``ctx.sample_across_tasks`` of a seeded shuffle of
-    ``items``, so the tasks that get one more item (or the only ones, when ``k`` is below the
-    number of tasks) change from draw to draw."""
-    if len(ctx.task_names) > 1:
-        items = ctx.sample(items, len(items))
+    """``ctx.sample`` on one task; on a set, ``ctx.sample_across_tasks`` (spread over the tasks,
+    the ones that get one more item changing from draw to draw)."""
     return ctx.sample_across_tasks(items, k, example_id)
 
 

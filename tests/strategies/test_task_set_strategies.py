@@ -255,7 +255,7 @@ def test_multiobjective_on_a_mixed_set_refuses_an_objective_one_task_cannot_meas
 
 def test_gepa_merges_system_prompts_on_a_set(tmp_path: Path) -> None:
     result = run([yes_no_task("alpha"), yes_no_task("beta")], "gepa", tmp_path, fake_model(), mode="choice",
-                 params={"max_iterations": 40, "minibatch_size": 2}, system=SET_SYSTEM)
+                 params={"max_iterations": 40, "minibatch_size": 3}, system=SET_SYSTEM)
     log = [e for e in events(result) if e["type"] == "candidate"]
     systems = {e["prompt_id"]: e["prompt"]["system"] for e in log}
     merges = [e for e in log if e["operator"] == "merge"]
