@@ -145,6 +145,10 @@ def _print_estimate(est: Any) -> None:
     out.print(table)
     out.print(f"calls per example: {est.calls_per_example:g}; target tokens per call ≈ "
               f"{est.target_tokens_per_call} (text length / 4). Nothing was run or written.", highlight=False)
+    if est.scaled:  # the plan below is the scaled strategy's
+        at_least = " (every one at its smallest)" if est.scaling_short else ""
+        out.print(f"scaled to the budget: {', '.join(f'{n} {b}→{a}' for n, (b, a) in est.scaled.items())}"
+                  f"{at_least}; --no-scale-to-budget runs the paper's values", highlight=False, soft_wrap=True)
     plan = est.plan
     if plan is not None:
         s, unit = plan.per_step, plan.unit

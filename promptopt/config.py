@@ -166,6 +166,10 @@ class RunConfig:
         replace_if: when the search's winner replaces the seed: better (any higher dev mean),
             sign-test:ALPHA (a one-sided exact sign test on the dev examples), or auto (default:
             sign-test:0.05 in generate mode, better in choice mode).
+        scale_to_budget: shrink the strategy's step-size parameters not set explicitly (score-set
+            size, population, beam, proposals per step) until one full step and three new candidates
+            scored on all of dev fit the budget (default: true); false runs the paper's defaults as they
+            are (--no-scale-to-budget).
 
     Example:
         >>> RunConfig(task="sst2", n_dev=10, model_options={"api_key": "sk-..."})
@@ -199,6 +203,7 @@ class RunConfig:
     mlflow: bool | str = _setting(False, search=True, check=_mlflow, cli="mlflow")
     finalist_reserve: int | None = _setting(None, search=True, check=_finalist_reserve)
     replace_if: str = _setting(DEFAULT_RULE, search=True, check=lambda name, value: check_rule(value))
+    scale_to_budget: bool = _setting(True, search=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):

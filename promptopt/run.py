@@ -21,6 +21,7 @@ from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
+from promptopt.estimate import scaled_to_budget
 from promptopt.evaluator import Evaluator, resolve_answer_mode
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
@@ -57,6 +58,8 @@ class Result:
         strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
             time minus the time spent waiting for model calls. Like ``usage``, a measurement that
             a rerun of the same configuration does not repeat exactly.
+        scaled_to_budget: the strategy parameters shrunk to fit the budget, name -> [before, after]
+            (``RunConfig.scale_to_budget``; empty when none was).
     """
 
     run_id: str
@@ -80,6 +83,7 @@ class Result:
     replacement: Replacement | None = None
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
+    scaled_to_budget: Mapping[str, list[int]] = field(default_factory=dict)
 
     @property
     def test_score(self) -> float:
@@ -248,7 +252,7 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
              mlflow: bool | str = False, finalist_reserve: int | None = None,
-             replace_if: str = DEFAULT_RULE, config: RunConfig | None = None) -> Result:
+             replace_if: str = DEFAULT_RULE, scale_to_budget: bool = True, config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
@@ -283,17 +287,20 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
 
         _import_mlflow()  # a missing package is bad input, found before anything is spent
     strat, task_obj = check_run_inputs(cfg)
-    finalist_reserve = cfg.finalist_reserve
-    if finalist_reserve is None:
-        finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target, mode)
+        scaling = scaled_to_budget(cfg, strat, task_obj, mode)  # the default budget is known from here on
+        strat = scaling.strategy
+        finalist_reserve = cfg.finalist_reserve
+        if finalist_reserve is None:
+            finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
                   "replace_if": cfg.replace_if,
-                  "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
+                  "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config(),
+                  **scaling.to_config()}  # absent when nothing is scaled: earlier run ids stay
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
         if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
@@ -373,7 +380,8 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
-        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3))
+        replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
+        scaled_to_budget=config.get("scaled_to_budget", {}))
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
