@@ -60,6 +60,9 @@ class Result:
             a rerun of the same configuration does not repeat exactly.
         scaled_to_budget: the strategy parameters shrunk to fit the budget, name -> [before, after]
             (``RunConfig.scale_to_budget``; empty when none was).
+        scaling_short: True when parameters were scaled and even every one at its smallest left
+            less than one full step and three new fully scored candidates in the budget
+            (``promptopt.estimate`` and ``--dry-run`` say what would fit).
     """
 
     run_id: str
@@ -84,6 +87,7 @@ class Result:
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
     scaled_to_budget: Mapping[str, list[int]] = field(default_factory=dict)
+    scaling_short: bool = False
 
     @property
     def test_score(self) -> float:
@@ -315,7 +319,8 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
             store.write_json("config.json", config)
             store.start_events()
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
-                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve), config)
+                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve), config,
+                              scaling_short=bool(scaling.changes) and not scaling.fits)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)
@@ -353,7 +358,7 @@ def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
     return both
 
 
-def _execute(run: _Run, config: dict[str, Any]) -> Result:
+def _execute(run: _Run, config: dict[str, Any], *, scaling_short: bool = False) -> Result:
     run.emit(events.make(events.RUN_STARTED, schema_version=events.SCHEMA_VERSION))
     ctx = run.context()
     stopped_by = run.search(ctx)
@@ -381,7 +386,7 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
-        scaled_to_budget=config.get("scaled_to_budget", {}))
+        scaled_to_budget=config.get("scaled_to_budget", {}), scaling_short=scaling_short)
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))

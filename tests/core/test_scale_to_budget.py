@@ -142,3 +142,28 @@ def test_the_setting_from_the_command_line_and_a_file(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text("scale_to_budget = false\n", encoding="utf-8")
     assert RunConfig.from_toml(path).scale_to_budget is False and RunConfig().scale_to_budget is True
+
+
+def _cli_run(strategy: str, tmp_path: Path, *extra: str) -> Any:
+    args = ["optimize", "--task", TASK, "--model", "fake:x", "--strategy", strategy, "--answer-mode", "generate",
+            "--n-dev", str(N_DEV), "--no-progress", "--no-cache", "--runs-dir", str(tmp_path / "runs"), *extra]
+    return CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+
+
+def test_the_run_summary_says_what_was_scaled(tmp_path: Path) -> None:
+    scaled = _cli_run("hill-climb", tmp_path)
+    assert scaled.exit_code == 0, scaled.output
+    assert "scaled to the budget: n_score 100→10, n_candidates 10→2; --no-scale-to-budget" in scaled.stdout
+    assert "warning" not in scaled.stderr
+    paper = _cli_run("hill-climb", tmp_path, "--no-scale-to-budget")
+    assert paper.exit_code == 0 and "scaled to the budget" not in paper.stdout
+
+
+def test_a_run_scaled_to_its_smallest_and_still_short_says_so(tmp_path: Path) -> None:
+    short = _cli_run("evoprompt-de", tmp_path)  # see the estimate's warning above: 3 x (3 x 10 + 30) > 170
+    assert short.exit_code == 0, short.output
+    assert "scaled to the budget: n_score 100→10, population_size 10→3 (every one at its smallest)" in short.stdout
+    [warning] = [line for line in short.stderr.splitlines() if line.startswith("warning: ")]
+    assert "evoprompt-de" in warning and "--dry-run" in warning
+    fits = _run("hill-climb", tmp_path / "fits")
+    assert fits.scaled_to_budget and not fits.scaling_short
