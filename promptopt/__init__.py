@@ -29,6 +29,7 @@ from promptopt.exceptions import (
 )
 from promptopt.prompt import Demo, Prompt
 from promptopt.run import Result, optimize
+from promptopt.selector import PromptSelector, load_selector
 from promptopt.stats import Score
 from promptopt.types import Example
 
@@ -43,6 +44,7 @@ __all__ = [
     "Estimate",
     "Example",
     "Prompt",
+    "PromptSelector",
     "PromptoptError",
     "Result",
     "RetryPolicy",
@@ -51,6 +53,7 @@ __all__ = [
     "UnknownNameError",
     "estimate",
     "evaluate",
+    "load_selector",
     "optimize",
 ]
 

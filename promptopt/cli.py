@@ -116,6 +116,8 @@ def _print_result(result: Any) -> None:
     table.add_row("seed", f"{result.seed_dev:.3f}", str(result.seed_test))
     table.add_row("best", f"{result.best_dev:.3f}", str(result.best_test))
     out.print(table)
+    if result.per_task or result.unseen:
+        out.print(_per_task_table(result))
     search, total = result.usage["search"], result.usage["total"]
     for role in ("target", "optimizer"):
         s, t = search[role], total[role]
@@ -130,7 +132,10 @@ def _print_result(result: Any) -> None:
                   "the plan and the budget that would fit", markup=False, highlight=False, soft_wrap=True)
     if result.replacement is not None:
         out.print(result.replacement.describe(), highlight=False)
-    out.print(f"best prompt: {result.best_prompt.instruction!r}", highlight=False, soft_wrap=True)
+    if result.per_task:  # a set of tasks shares the system prompt; each task keeps its instruction
+        out.print(f"best system prompt: {result.best_prompt.system!r}", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"best prompt: {result.best_prompt.instruction!r}", highlight=False, soft_wrap=True)
     out.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
 
 
@@ -139,6 +144,23 @@ def _scaled_line(scaled: Mapping[str, Sequence[int]], smallest: bool) -> str:
     at_least = " (every one at its smallest)" if smallest else ""
     changes = ", ".join(f"{name} {before}→{after}" for name, (before, after) in scaled.items())
     return f"scaled to the budget: {changes}{at_least}; --no-scale-to-budget runs the paper's values"
+
+
+def _per_task_table(result: Any) -> Table:
+    """Each task of a set: seed → best on dev and test; then the unseen tasks, on test only."""
+    def pair(seed: float | None, best: float | None) -> str:
+        return " → ".join("–" if x is None else f"{x:.3f}" for x in (seed, best))
+
+    table = Table(title="per task (the set's dev and test scores are the means of these)")
+    for name in ("task", "mode", "dev seed → best", "test seed → best", "test n"):
+        table.add_column(name, justify="left" if name in ("task", "mode") else "right")
+    for name, s in result.per_task.items():
+        table.add_row(name, s.answer_mode, pair(s.seed_dev, s.best_dev), pair(s.seed_test.mean, s.best_test.mean),
+                      str(s.best_test.n))
+    for name, s in result.unseen.items():
+        table.add_row(f"{name} (unseen)", s.answer_mode, "–", pair(s.seed_test.mean, s.best_test.mean),
+                      str(s.best_test.n))
+    return table
 
 
 def _print_estimate(est: Any) -> None:

@@ -36,13 +36,18 @@ from promptopt.budget import Budget
 from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.replacement import DEFAULT_RULE, check_rule
 from promptopt.strategies import Strategy, get_strategy
-from promptopt.task_options import TaskOptions
+from promptopt.task_options import TaskOptions, check_strategy_for_set
 from promptopt.tasks import Task
+from promptopt.tasks._spec import SpecError, parse_set_spec
 
-__all__ = ["ANSWER_MODES", "DEFAULT_MODEL", "RunConfig", "config_from_call", "default_budget"]
+__all__ = ["ANSWER_MODES", "DEFAULT_MODEL", "SELECT_ON", "RunConfig", "config_from_call", "default_budget"]
 
 DEFAULT_MODEL = "llamacpp:smollm2"
 ANSWER_MODES = ("auto", "generate", "choice")
+#: where the final prompt is picked: the dev split the strategy searched on, or one held out from it
+SELECT_ON = ("dev", "held-out")
+
+
 def default_budget(answer_mode: str) -> Budget:
     """A quick search that fits a laptop; raise it for real work.
 
@@ -88,6 +93,17 @@ def _answer_mode(name: str, value: object) -> None:
         raise ConfigError(f"--answer-mode (answer_mode=) must be auto, generate or choice; got {value!r}")
 
 
+def _select_on(name: str, value: object) -> None:
+    if value not in SELECT_ON:
+        raise ConfigError(f"select_on must be 'dev' or 'held-out'; got {value!r} "
+                          "(e.g. --select-on held-out to pick the final prompt on dev examples the search never saw)")
+
+
+def _select_top(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"select_top must be a whole number >= 1; got {value!r} (e.g. --select-top 3)")
+
+
 def _mlflow(name: str, value: object) -> None:
     if value is not False and not (value is True or (isinstance(value, str) and value.strip())):
         raise ConfigError(f"mlflow must be True, False or an experiment name; got {value!r}")
@@ -124,7 +140,17 @@ class RunConfig:
 
     Attributes:
         task: the task: gsm8k, sst2, agnews, bbh:<subtask>, synthetic:<kind>,
-            file:<path.jsonl|csv> or a plugin's name (see `promptopt tasks`); in Python also a Task.
+            file:<path.jsonl|csv> or a plugin's name (see `promptopt tasks`); or a set of tasks whose
+            shared system prompt is searched: names separated by commas (sst2,mr,bbh:navigate), with
+            the groups bbh:all (the BBH subtasks in the data folder) and cls:all (every classification
+            set); in Python also a Task, or a list of names and Tasks.
+        task_set: a task-set file (TOML) listing the tasks of a set with their own options
+            (n_train, n_dev, n_test, answer_mode, file: fields), unseen tasks and the seed system prompt;
+            it replaces task.
+        unseen: tasks scored only at the end, on their test split, with the seed's and the best
+            prompt's system text (transfer to tasks the search never saw); names as in task.
+        system: the seed system prompt (default on a set of tasks: the target model's own default
+            system prompt, made explicit; on one task: none).
         strategy: the search strategy (see `promptopt strategies`); in Python also a Strategy.
         model: the target model as backend:model, e.g. llamacpp:smollm2 (embedded),
             openai:<name> (with --base-url or OPENAI_BASE_URL); in Python also a Backend.
@@ -166,6 +192,13 @@ class RunConfig:
         replace_if: when the search's winner replaces the seed: better (any higher dev mean),
             sign-test:ALPHA (a one-sided exact sign test on the dev examples), or auto (default:
             sign-test:0.05 in generate mode, better in choice mode).
+        select_on: where the final prompt is picked: dev (default: the strategy searches on the dev
+            split and the best dev mean wins) or held-out (the strategy searches on as many examples
+            drawn from train; the best of its finalists, the seed included, on dev wins, and replace_if
+            judges on dev). Held-out needs more training examples than n_dev.
+        select_top: with select_on held-out, how many of the best candidates on the search split are
+            scored on dev, besides the seed and those the strategy returned or offered; the target
+            calls to score them there are kept back from the search.
         scale_to_budget: shrink the strategy's step-size parameters not set explicitly (score-set
             size, population, beam, proposals per step) until one full step and three new candidates
             scored on all of dev fit the budget (default: true); false runs the paper's defaults as they
@@ -176,7 +209,10 @@ class RunConfig:
         RunConfig(task='sst2', n_dev=10, model_options={'api_key': ***})
     """
 
-    task: str | Task = _setting("gsm8k", short="-t")
+    task: str | Task | Sequence[str | Task] = _setting("gsm8k", short="-t")
+    task_set: str | Path | None = _setting(None, search=True)
+    unseen: str | Sequence[str | Task] | None = _setting(None, search=True)
+    system: str | None = _setting(None, search=True)
     strategy: str | Strategy = _setting("apo", short="-s", search=True)
     model: str | Backend = _setting(DEFAULT_MODEL, short="-m", check=_model)
     optimizer_model: str | Backend | None = _setting(None, search=True, check=_model)
@@ -203,6 +239,8 @@ class RunConfig:
     mlflow: bool | str = _setting(False, search=True, check=_mlflow, cli="mlflow")
     finalist_reserve: int | None = _setting(None, search=True, check=_finalist_reserve)
     replace_if: str = _setting(DEFAULT_RULE, search=True, check=lambda name, value: check_rule(value))
+    select_on: str = _setting("dev", search=True, check=_select_on)
+    select_top: int = _setting(3, search=True, check=_select_top)
     scale_to_budget: bool = _setting(True, search=True)
 
     def __post_init__(self) -> None:
@@ -215,10 +253,14 @@ class RunConfig:
             except ConfigError as exc:
                 raise _about(f.name, exc) from None
         self._check_strategy()
+        self._check_tasks()
         normal: dict[str, Any] = {
             "labels": tuple(self.labels) if self.labels else None, "runs_dir": Path(self.runs_dir),
             "data_dir": None if self.data_dir is None else Path(self.data_dir),
-            "cache": Path(self.cache) if isinstance(self.cache, str) else self.cache}
+            "cache": Path(self.cache) if isinstance(self.cache, str) else self.cache,
+            "task": self.task if isinstance(self.task, (str, Task)) else tuple(self.task),
+            "unseen": self.unseen if self.unseen is None or isinstance(self.unseen, str) else tuple(self.unseen),
+            "task_set": None if self.task_set is None else Path(self.task_set)}
         for name in ("strategy_params", "model_options", "optimizer_options"):
             value = getattr(self, name)
             normal[name] = None if value is None else types.MappingProxyType(dict(value))
@@ -235,6 +277,21 @@ class RunConfig:
         except ConfigError as exc:
             named = [k for k in params if repr(k) in str(exc) or f"`{k}`" in str(exc)]
             raise _SettingError(f"strategy_params.{named[0]}" if named else "strategy_params", str(exc)) from None
+
+    def _check_tasks(self) -> None:
+        """The names of a set of tasks and its task-set file (no data is read), and that the strategy
+        can search a set."""
+        try:
+            spec = parse_set_spec(self.task, self.unseen, self.task_set)
+        except SpecError as exc:
+            raise _about(exc.param, exc) from None
+        except ConfigError as exc:  # the task-set file's own errors name the file and the line
+            raise _about("task_set", exc) from None
+        if spec.is_set:
+            try:
+                check_strategy_for_set(get_strategy(self.strategy, dict(self.strategy_params or {})))
+            except ConfigError as exc:
+                raise _about("strategy", exc) from None
 
     def __repr__(self) -> str:
         defaults = _default_config()

@@ -13,11 +13,12 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from promptopt import events
 from promptopt._loop import LoopThread
+from promptopt._set_run import per_task_fields
 from promptopt.backends._base import Backend, missing_tokenizer
 from promptopt.budget import Meter
 from promptopt.evaluator import EvalResult, Evaluator, LossResult
@@ -25,8 +26,12 @@ from promptopt.exceptions import BudgetExhausted
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.tasks._base import Task
+from promptopt.tasks._set import TaskSet
 from promptopt.tokenizer import Tokenizer
 from promptopt.types import Example, Message, Request, Role
+
+if TYPE_CHECKING:
+    from promptopt.selector import PromptSelector
 
 __all__ = ["Context", "FrontEntry", "Selection"]
 
@@ -61,10 +66,18 @@ class Context:
     Attributes:
         task: the task being optimised.
         train: the optimisation pool (minibatches, error examples, demos).
-        dev: the selection split; the Run picks the final prompt by dev score.
+        dev: the split candidates are scored on; the Run picks the final prompt among
+            candidates scored on all of it. With ``select_on="held-out"`` it is drawn from
+            the training pool (and left out of ``train``), and the Run makes the final pick
+            again among the best of them on the task's dev split, which the strategy never sees.
         seed_prompt: where the search starts.
         rng: the only source of randomness a strategy may use (seeded by the Run).
-        answer_mode: ``"generate"`` or ``"choice"``.
+        answer_mode: ``"generate"`` or ``"choice"`` (on a set of tasks ``"choice"`` only when every
+            task answers in choice mode; :attr:`answer_modes` has each task's).
+        answer_modes: each task's answer mode, by task name.
+        task_names: the tasks searched (a set's members, never its unseen tasks; or the one task).
+        text_field: the Prompt field the search rewrites: ``"instruction"`` on one task,
+            ``"system"`` on a set of tasks (see :meth:`text`, :meth:`with_text`).
         optimizer_cap_hit: why the optimizer's call cap refused a proposal, once
             it has. A strategy that collects proposals before scoring them may
             catch that :class:`BudgetExhausted` and score what it holds; the Run
@@ -80,6 +93,10 @@ class Context:
         self.seed_prompt = seed_prompt
         self.rng = random.Random(seed)
         self.answer_mode = evaluator.mode
+        self.answer_modes: dict[str, str] = dict(evaluator.modes)
+        self.text_field: Literal["instruction", "system"] = "system" if isinstance(task, TaskSet) else "instruction"
+        #: the tasks searched: a set's members (never its unseen tasks), or the one task
+        self.task_names: tuple[str, ...] = task.member_names if isinstance(task, TaskSet) else (task.name,)
         self._evaluator, self._optimizer, self._loop = evaluator, optimizer, loop
         self._history, self._emit = history, emit
         self.optimizer_cap_hit: str | None = None
@@ -88,6 +105,7 @@ class Context:
         #: set by :meth:`set_front`, :meth:`select_final_by`; read by the Run
         self.front: tuple[FrontEntry, ...] = ()
         self.selection: Selection | None = None
+        self.selector: PromptSelector | None = None  # set by :meth:`set_selector`
         #: the strategy's current leaders (:meth:`offer`), best first
         self.offered: tuple[Prompt, ...] = ()
         self._tokenizer: Tokenizer | None = None
@@ -129,13 +147,15 @@ class Context:
         for prompt in {p.id: p for p in prompts}.values():
             known = [self._evaluator.known(prompt, ex) for ex in examples]
             if all(k is not None for k in known):
-                self._log_evaluation(EvalResult(prompt, tuple(k for k in known if k is not None)), examples)
+                self._log_evaluation(EvalResult(prompt, tuple(k for k in known if k is not None),
+                                                self._evaluator.task_names(examples)), examples)
 
     def _log_evaluation(self, res: EvalResult, examples: Sequence[Example]) -> None:
         self._history.add_dev_scores(res.prompt, {e.example_id: e.score for e in res.examples})
         margin = {} if res.mean_margin is None else {"margin": res.mean_margin}
         self._emit(events.make(events.EVALUATION, prompt_id=res.prompt.id, n=len(res.examples), mean=res.mean,
-                               dev=all(ex.id in self._history.dev_ids for ex in examples), **margin))
+                               dev=all(ex.id in self._history.dev_ids for ex in examples), **margin,
+                               **(per_task_fields(res) if res.tasks else {"task": self.task.name})))
 
     def loss(self, prompts: Sequence[Prompt], examples: Sequence[Example]) -> list[LossResult]:
         """The gold continuation's loss for each prompt on each example (needs ``score``).
@@ -242,6 +262,13 @@ class Context:
         mean, ties to the seed); ``rule`` names it in the Result."""
         self.selection = Selection(rule, pick)
 
+    def set_selector(self, selector: PromptSelector) -> None:
+        """Hand the Run a fitted per-input prompt selector: it is scored on dev and test
+        (each example with the prompt it picks), saved in the run directory and kept in the Result."""
+        self.selector = selector
+        self._emit(events.make("selector", prompt_ids=[p.id for p in selector.prompts],
+                               train_means=[m.train_mean for m in selector.models]))
+
     def skip(self, operator: str, reason: str, raw: str) -> None:
         """Log optimizer output that could not be used (never a crash)."""
         self._emit(events.make(events.SKIP, operator=operator, reason=reason, raw=raw[:2000]))
@@ -253,3 +280,40 @@ class Context:
     def sample(self, items: Sequence[T], k: int) -> list[T]:
         """A seeded sample of ``min(k, len(items))`` items."""
         return self.rng.sample(list(items), min(k, len(items)))
+
+    # -- the text under search, and a set's tasks -------------------------------------------
+    def text(self, prompt: Prompt) -> str:
+        """The text the search rewrites: ``prompt.instruction`` on one task, ``prompt.system`` on a set."""
+        return prompt.system if self.text_field == "system" else prompt.instruction
+
+    def with_text(self, prompt: Prompt, text: str) -> Prompt:
+        """A copy of ``prompt`` with ``text`` (stripped) as the text under search (:meth:`text`)."""
+        if self.text_field == "system":
+            return replace(prompt, system=text.strip())
+        return replace(prompt, instruction=text.strip())
+
+    def task_of(self, example_id: str) -> str:
+        """The name of the task an example (by id) belongs to; the task's name on one task."""
+        if isinstance(self.task, TaskSet):
+            return self.task.owner(example_id).name
+        return self.task.name
+
+    def sample_across_tasks(self, items: Sequence[T], k: int, example_id: Callable[[T], str]) -> list[T]:
+        """A seeded sample of ``min(k, len(items))`` items spread evenly over a set's tasks
+        (each task gets its share, the remainder going to tasks in turn); :meth:`sample` on one task.
+
+        ``example_id`` gives an item's example id (``lambda ex: ex.id``, ``lambda r: r.example_id``).
+        """
+        if not isinstance(self.task, TaskSet):
+            return self.sample(items, k)
+        groups: dict[str, list[T]] = {}
+        for item in items:
+            groups.setdefault(self.task_of(example_id(item)), []).append(item)
+        pools = [self.rng.sample(group, len(group)) for group in groups.values()]  # each shuffled once
+        picked: list[T] = []
+        while len(picked) < min(k, len(items)):
+            for pool in pools:
+                if pool and len(picked) < k:
+                    picked.append(pool.pop())
+        return picked
+

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from promptopt._held_out import HeldOutPlan, plan_held_out
 from promptopt.backends import Backend
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
@@ -26,6 +27,7 @@ from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._scaling import Scaling, explicit_params, scale_to_fit
 from promptopt.task_options import check_run_inputs
 from promptopt.tasks import Task
+from promptopt.types import Example
 
 __all__ = ["WANTED_NEW_FULL", "Estimate", "estimate", "scaled_to_budget"]
 
@@ -119,7 +121,12 @@ def _calls_per_example(task: Task, mode: str) -> float:
 
 def _dev_calls(task: Task, mode: str) -> list[int]:
     """Target calls per dev example, most first (one, or one per label in choice mode)."""
-    return sorted((1 if mode == "generate" else len(task.choices(ex) or ()) for ex in task.splits.dev), reverse=True)
+    return _calls_of(task, mode, task.splits.dev)
+
+
+def _calls_of(task: Task, mode: str, examples: Sequence[Example]) -> list[int]:
+    """Target calls per example, most first (one, or one per label in choice mode)."""
+    return sorted((1 if mode == "generate" else len(task.choices(ex) or ()) for ex in examples), reverse=True)
 
 
 def _kept_for_finalists(strat: Strategy, reserve: int | None, dev_calls: list[int],
@@ -210,7 +217,8 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              data_dir: str | Path | None = None, offline: bool = False, input_field: str | None = None,
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              gold: str | None = None, model_options: Mapping[str, Any] | None = None,
-             optimizer_options: Mapping[str, Any] | None = None, scale_to_budget: bool = True,
+             optimizer_options: Mapping[str, Any] | None = None, select_on: str = "dev", select_top: int = 3,
+             scale_to_budget: bool = True,
              config: RunConfig | None = None) -> Estimate:
     """Check a run's configuration and bound what it would spend, without calling any model.
 
@@ -225,6 +233,10 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                  optimizer_options=cfg.optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target, mode)  # a missing capability is found by a dry run too
+        held_out = None
+        if cfg.select_on == "held-out":  # a cap too small for the selection on dev, too
+            held_out = plan_held_out(task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top,
+                                     budget=cfg.budget_for(mode))
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
     budget = cfg.budget_for(mode)
@@ -238,7 +250,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     if budget.tokens is not None:
         tokens = budget.tokens if tokens is None else min(tokens, budget.tokens)
     usd = 0.0 if names <= LOCAL_BACKENDS else None
-    pricing = _Pricing.of(task_obj, mode, budget, cfg.finalist_reserve)
+    pricing = _Pricing.of(task_obj, mode, budget, cfg.finalist_reserve, held_out)
     scaling = _scaled(cfg, strat, pricing)
     est = Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=mode, budget=budget,
                    calls_per_example=per_example, search_target_calls=search_target,
@@ -250,7 +262,12 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
 
 @dataclass(frozen=True)
 class _Pricing:
-    """What one run's plans cost in: its task, answer mode and budget, and the Run's finalist reserve."""
+    """What one run's plans cost in: its task, answer mode and budget, and the Run's finalist reserve.
+
+    ``dev_calls`` and ``n_train`` are the strategy's splits: with ``select_on="held-out"`` its search
+    split and the rest of train, and ``held_back`` the target calls the Run spends or keeps for the
+    selection on dev (the seed there, and ``select_top`` finalists), which the strategy never gets.
+    """
 
     n_train: int
     dev_calls: list[int]
@@ -258,11 +275,17 @@ class _Pricing:
     per_example: float
     per_call: int
     reserve: int | None
+    held_back: int = 0
 
     @classmethod
-    def of(cls, task: Task, mode: str, budget: Budget, reserve: int | None) -> _Pricing:
-        return cls(len(task.splits.train), _dev_calls(task, mode), budget, _calls_per_example(task, mode),
-                   _tokens_per_call(task, mode), reserve)
+    def of(cls, task: Task, mode: str, budget: Budget, reserve: int | None,
+           held_out: HeldOutPlan | None = None) -> _Pricing:
+        per_example, per_call = _calls_per_example(task, mode), _tokens_per_call(task, mode)
+        if held_out is None:
+            return cls(len(task.splits.train), _dev_calls(task, mode), budget, per_example, per_call, reserve)
+        held_back = held_out.reserve + sum(_calls_of(task, mode, held_out.dev))
+        return cls(len(held_out.train), _calls_of(task, mode, held_out.search), budget, per_example, per_call,
+                   reserve, held_back)
 
 
 @dataclass(frozen=True)
@@ -289,7 +312,10 @@ def _figures(strat: Strategy, pricing: _Pricing) -> _Figures | None:
     plan = strat.step_plan(len(dev_calls), pricing.n_train)
     if plan is None:
         return None
-    kept, finalists_kept = _kept_for_finalists(strat, pricing.reserve, dev_calls, pricing.budget.target_calls)
+    cap = pricing.budget.target_calls
+    left = None if cap is None else cap - pricing.held_back  # the finalist reserve counts what is left after it
+    kept, finalists_kept = _kept_for_finalists(strat, pricing.reserve, dev_calls, left)
+    kept += pricing.held_back
     seed = Spend(example_evals=len(dev_calls))  # the Run scores the seed on dev before step 1
     costs = _cap_costs(pricing.budget, pricing.per_example, pricing.per_call)
     fit = _fit(plan, costs, seed, kept)
@@ -310,7 +336,8 @@ def _scaled(cfg: RunConfig, strat: Strategy, pricing: _Pricing) -> Scaling:
     return scale_to_fit(strat, fits, explicit_params(cfg.strategy, cfg.strategy_params))
 
 
-def scaled_to_budget(cfg: RunConfig, strat: Strategy, task: Task, mode: str) -> Scaling:
+def scaled_to_budget(cfg: RunConfig, strat: Strategy, task: Task, mode: str,
+                     held_out: HeldOutPlan | None = None) -> Scaling:
     """``strat`` with its step-size parameters shrunk to ``cfg``'s budget in answer mode ``mode``.
 
     With ``cfg.scale_to_budget``, the parameters the strategy names in ``scalable`` and ``cfg``
@@ -318,8 +345,11 @@ def scaled_to_budget(cfg: RunConfig, strat: Strategy, task: Task, mode: str) -> 
     one full step and :data:`WANTED_NEW_FULL` new candidates scored on all of dev (or its whole
     paper loop) after the seed on dev, its setup and the calls the Run keeps for finalists. The
     Run calls it once the answer mode, and so the default budget, is known; so does the estimate.
+    With ``held_out`` (``select_on="held-out"``) the plan is priced on the search split, after the
+    calls held back for the selection on dev.
     """
-    return _scaled(cfg, strat, _Pricing.of(task, mode, cfg.budget_for(mode), cfg.finalist_reserve))
+    pricing = _Pricing.of(task, mode, cfg.budget_for(mode), cfg.finalist_reserve, held_out)
+    return _scaled(cfg, strat, pricing)
 
 
 def _with_plan(est: Estimate, strat: Strategy, pricing: _Pricing) -> Estimate:

@@ -59,13 +59,18 @@ REPLACEMENT = "replacement"
 TEST = "test"
 RESULT = "result"
 PROGRESS = "progress"
+UNSEEN_TEST = "unseen_test"
 
 KINDS: Mapping[str, EventKind] = {k.name: k for k in (
     EventKind(RUN_STARTED, {"schema_version": int}, doc="the first line of a log"),
     EventKind(CANDIDATE, {"prompt_id": str, "parents": list, "operator": str, "prompt": dict},
               doc="a new distinct prompt and where it came from"),
-    EventKind(EVALUATION, {"prompt_id": str, "n": int, "mean": _NUMBER, "dev": bool}, {"margin": _NUMBER},
-              doc="a prompt scored on n examples (dev: all of them from dev); margin in choice mode"),
+    EventKind(EVALUATION, {"prompt_id": str, "n": int, "mean": _NUMBER, "dev": bool},
+              {"margin": _NUMBER, "selection": bool, "task": str, "per_task": dict},
+              doc="a prompt scored on n examples (dev: all of them from the split the strategy scores on, "
+                  "ctx.dev); margin in choice mode; selection: scored by the Run on the dev split held out "
+                  "from the search (select_on='held-out'), to pick the final prompt; the task's name, or on a "
+                  "set of tasks per_task: each task's n and mean (mean: the mean of those means)"),
     EventKind(LOSS, {"prompt_id": str, "n": int, "mean": _NUMBER, "gold_tokens": int},
               doc="a prompt's mean gold-continuation loss on n examples, over `gold_tokens` gold tokens"),
     EventKind(SKIP, {"operator": str, "reason": str, "raw": str}, doc="optimizer output that could not be used"),
@@ -77,8 +82,10 @@ KINDS: Mapping[str, EventKind] = {k.name: k for k in (
     EventKind(REPLACEMENT, {"rule": str, "replaced": bool, "candidate": str, "margin": _NUMBER, "wins": int,
                              "losses": int, "p_value": _OPTIONAL_NUMBER},
               doc="whether the search's winner replaced the seed (the replace_if rule and its evidence)"),
-    EventKind(TEST, {"prompt_id": str, "mean": _NUMBER, "n": int, "scores": dict},
-              doc="the final test evaluation of the seed or the best prompt"),
+    EventKind(TEST, {"prompt_id": str, "mean": _NUMBER, "n": int, "scores": dict}, {"per_task": dict},
+              doc="the final test evaluation of the seed or the best prompt (per_task on a set of tasks)"),
+    EventKind(UNSEEN_TEST, {"prompt_id": str, "task": str, "mean": _NUMBER, "n": int, "scores": dict},
+              doc="after the test evaluation, the seed or the best prompt on an unseen task's test split"),
     EventKind(RESULT, {"best_prompt_id": str, "best_test": _NUMBER}, doc="the run's end"),
     EventKind(PROGRESS, {}, doc="answered calls between events: passed to callbacks, never logged"),
 )}

@@ -12,27 +12,39 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from promptopt import events
+from promptopt._held_out import DevSelection, HeldOutPlan, plan_held_out
+from promptopt._set_run import (
+    TaskScores,
+    dev_scores_to_compare,
+    per_task_fields,
+    set_config,
+    set_results,
+    test_score,
+    with_seed_system,
+)
 from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
 from promptopt.estimate import scaled_to_budget
-from promptopt.evaluator import Evaluator, resolve_answer_mode
+from promptopt.evaluator import AnswerMode, EvalResult, Evaluator, resolve_answer_mode, resolve_answer_modes
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
 from promptopt.prompt import Prompt
 from promptopt.replacement import DEFAULT_RULE, Replacement, decide, resolve_rule
+from promptopt.selector import SELECTOR_FILE, PromptSelector
 from promptopt.session import Session
 from promptopt.stats import Score, summarize
 from promptopt.store import RunStore
 from promptopt.strategies import Strategy
 from promptopt.task_options import check_run_inputs
-from promptopt.tasks import Task
+from promptopt.tasks import Task, TaskSet
+from promptopt.types import Example
 
 __all__ = ["DEFAULT_MODEL", "Result", "default_budget", "optimize"]
 
@@ -46,7 +58,8 @@ class Result:
     Attributes:
         best_prompt: the candidate with the highest dev score if it passed the ``replace_if``
             rule against the seed (see ``replacement``), else the seed.
-        best_dev / seed_dev: mean dev scores.
+        best_dev / seed_dev: mean dev scores (with ``select_on="held-out"``, on the dev split the
+            search never saw, where the final prompt was picked).
         best_test / seed_test: test scores with 95% confidence intervals, each measured once.
         usage: calls and tokens per role, for the search and for the final test evaluation.
         stopped_by: the budget cap that ended the search, or None if it finished.
@@ -55,9 +68,20 @@ class Result:
         replacement: how the ``replace_if`` rule judged the search's winner against the seed
             (None when the winner was the seed, or a strategy's own selection rule picked it).
         front: the strategy's Pareto front, each candidate with its objective values (if it gave one).
+        select_on: the split the final prompt was picked on: ``dev`` (the one the strategy searched
+            on) or ``held-out`` (dev, kept from a search on examples drawn from train).
+        search_dev: with ``held-out``, the best prompt's mean on the split the strategy searched
+            on (None with ``dev``, where that is ``best_dev``).
         strategy_seconds: the search's own compute (policy updates, parsing, sorting): its wall
             time minus the time spent waiting for model calls. Like ``usage``, a measurement that
             a rerun of the same configuration does not repeat exactly.
+        selector: the per-input prompt selector the strategy fitted (``prompt-selection``), else None;
+            saved as ``selector.json`` in the run directory (:func:`promptopt.load_selector`).
+        selector_dev / selector_test: its dev mean and test score, each example scored with the
+            prompt it picks for it (None without a selector).
+        per_task: on a set of tasks, each task's seed and best scores on dev and test (the set's
+            dev and test scores are the means of these per-task means); empty on one task.
+        unseen: each unseen task's seed and best scores on its test split (scored after the search).
         scaled_to_budget: the strategy parameters shrunk to fit the budget, name -> [before, after]
             (``RunConfig.scale_to_budget``; empty when none was).
         scaling_short: True when parameters were scaled and even every one at its smallest left
@@ -86,6 +110,13 @@ class Result:
     replacement: Replacement | None = None
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
+    selector: PromptSelector | None = None
+    selector_dev: float | None = None
+    selector_test: Score | None = None
+    select_on: str = "dev"
+    search_dev: float | None = None
+    per_task: dict[str, TaskScores] = field(default_factory=dict)
+    unseen: dict[str, TaskScores] = field(default_factory=dict)
     scaled_to_budget: Mapping[str, list[int]] = field(default_factory=dict)
     scaling_short: bool = False
 
@@ -98,6 +129,11 @@ class Result:
         d = asdict(self)
         d["seed_prompt"], d["best_prompt"] = self.seed_prompt.to_dict(), self.best_prompt.to_dict()
         d["front"] = [entry.to_dict() for entry in self.front]
+        if self.selector is not None:  # the numbers are in selector.json
+            d["selector"] = {"file": SELECTOR_FILE, "prompt_ids": [p.id for p in self.selector.prompts]}
+        for key in ("per_task", "unseen"):  # one task's result.json stays as it was
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -112,12 +148,23 @@ class _Run:
     """One run's state while it executes."""
 
     def __init__(self, *, task: Task, strategy: Strategy, session: Session, mode: str, seed: int,
-                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int) -> None:
+                 store: RunStore, on_event: EventCallback | None, finalist_reserve: int,
+                 held_out: HeldOutPlan | None = None, modes: Mapping[str, AnswerMode] | None = None,
+                 seed_prompt: Prompt | None = None) -> None:
         self.task, self.strategy, self.session, self.seed = task, strategy, session, seed
         self.finalist_reserve = finalist_reserve
         self.store, self.on_event = store, on_event
-        self.history = History(tuple(ex.id for ex in task.splits.dev))
-        self.evaluator = Evaluator(task, session.target, mode)  # type: ignore[arg-type]
+        self.seed_prompt = task.seed_prompt if seed_prompt is None else seed_prompt
+        self.held_out = held_out
+        #: the split the strategy scores candidates on (its ctx.dev)
+        self.search_dev = held_out.search if held_out is not None else task.splits.dev
+        task_of = task.task_of if isinstance(task, TaskSet) else None
+        self.history = History(tuple(ex.id for ex in self.search_dev), task_of)
+        self.evaluator = Evaluator(task, session.target, mode, modes)  # type: ignore[arg-type]
+        self.dev_selection = None if held_out is None else DevSelection(
+            held_out, evaluator=self.evaluator, meter=session.meter, loop=session.loop, emit=self.emit)
+        self.returned: tuple[Prompt, ...] = ()  # the strategy's finalists
+        self.tested: dict[str, EvalResult] = {}
         self.started = time.monotonic()
         self.strategy_seconds = 0.0
         self._last_progress = 0.0
@@ -146,9 +193,17 @@ class _Run:
             self.on_event({**events.make(events.PROGRESS), **self._snapshot()})
 
     def context(self) -> Context:
-        return Context(task=self.task, seed_prompt=self.task.seed_prompt, evaluator=self.evaluator,
-                       optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
-                       emit=self.emit, seed=self.seed, meter=self.session.meter)
+        ctx = Context(task=self.task, seed_prompt=self.seed_prompt, evaluator=self.evaluator,
+                      optimizer=self.session.optimizer, loop=self.session.loop, history=self.history,
+                      emit=self.emit, seed=self.seed, meter=self.session.meter)
+        if self.held_out is not None:  # the strategy searches on examples drawn from train; dev is the Run's
+            ctx.train, ctx.dev = self.held_out.train, self.held_out.search
+        return ctx
+
+    @property
+    def selection_reserve(self) -> int:
+        """Target calls kept from the search to score the finalists on the held-out dev split."""
+        return self.held_out.reserve if self.held_out is not None else 0
 
     def search(self, ctx: Context) -> str | None:
         """Score the seed on dev, run the strategy, score its finalists; return the cap hit, if any.
@@ -157,8 +212,10 @@ class _Run:
         ``finalist_reserve`` partly scored candidates need to be scored on the
         rest of dev, so a strategy stopped by the target cap still has its most
         promising candidates scored on all of dev (the Run can only pick a prompt
-        scored there).
+        scored there). With a held-out selection, "dev" here is the split the strategy
+        searches on, and the calls to score the finalists on dev are kept back too.
         """
+        self.session.meter.held_back = self.selection_reserve
         try:
             ctx.record(ctx.seed_prompt, operator="seed")
             ctx.evaluate([ctx.seed_prompt])
@@ -166,9 +223,10 @@ class _Run:
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=str(exc)))
             return str(exc)
         meter = self.session.meter
-        meter.held_back = self.held_back_for_finalists()
+        held_back = self.held_back_for_finalists()
+        meter.held_back = self.selection_reserve + held_back
         if self.finalist_reserve:
-            self.emit(events.make(events.FINALIST_RESERVE, candidates=self.finalist_reserve, calls=meter.held_back))
+            self.emit(events.make(events.FINALIST_RESERVE, candidates=self.finalist_reserve, calls=held_back))
         stopped_by: str | None = None
         finalists: Sequence[Prompt] = ()
         started, waited = time.perf_counter(), ctx.waiting_seconds
@@ -178,11 +236,12 @@ class _Run:
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=str(exc)))
             stopped_by = str(exc)
         finally:
-            meter.held_back = 0
+            meter.held_back = self.selection_reserve  # what is kept for dev stays kept while finalists complete
             self.strategy_seconds = time.perf_counter() - started - (ctx.waiting_seconds - waited)
         if stopped_by is None and ctx.optimizer_cap_hit:  # the strategy scored what it held, then stopped
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=ctx.optimizer_cap_hit))
             stopped_by = ctx.optimizer_cap_hit
+        self.returned = tuple(finalists)
         refused = self.score_finalists(ctx, finalists, stopped=stopped_by is not None)
         if stopped_by is None and refused is not None:
             self.emit(events.make(events.BUDGET_EXHAUSTED, reason=refused))
@@ -192,16 +251,17 @@ class _Run:
     def held_back_for_finalists(self) -> int:
         """Target calls to keep from the strategy: what ``finalist_reserve`` partly scored
         candidates need to be scored on the rest of dev (all of it if the strategy does not
-        say), if that is at most half of what is left after the seed; else nothing."""
+        say), if that is at most half of what is left after the seed (and the selection reserve);
+        else nothing."""
         cap, meter = self.session.meter.budget.target_calls, self.session.meter
-        dev = self.task.splits.dev
+        dev = self.search_dev
         if self.finalist_reserve == 0:
             return 0
         gap = self.strategy.finalist_gap(len(dev))
         # the examples a candidate lacks may be the ones with the most labels (choice mode)
         per_example = sorted((self.evaluator.calls_for([ex]) for ex in dev), reverse=True)
         need = self.finalist_reserve * sum(per_example[: len(dev) if gap is None else gap])
-        return need if cap is not None and 2 * need <= cap - meter.usage.target.calls else 0
+        return need if cap is not None and 2 * need <= cap - meter.usage.target.calls - self.selection_reserve else 0
 
     def score_finalists(self, ctx: Context, finalists: Sequence[Prompt], *, stopped: bool) -> str | None:
         """Score on all of dev, while the budget lasts, the finalists the strategy returned, in its order.
@@ -241,11 +301,47 @@ class _Run:
         results = self.session.loop.run(self.evaluator.aevaluate(prompts, self.task.splits.test))
         for res in results:
             self.emit(events.make(events.TEST, prompt_id=res.prompt.id, mean=res.mean, n=len(res.examples),
-                                  scores={e.example_id: e.score for e in res.examples}))
-        return [summarize([e.score for e in r.examples]) for r in results]
+                                  scores={e.example_id: e.score for e in res.examples}, **per_task_fields(res)))
+            self.tested[res.prompt.id] = res
+        return [test_score(r) for r in results]
+
+    def test_unseen(self, prompts: Sequence[Prompt]) -> dict[str, list[Score]]:
+        """After the test evaluation: each unseen task's test scores of ``prompts`` (outside the budget)."""
+        scores: dict[str, list[Score]] = {}
+        for name, examples in (self.task.unseen_tests if isinstance(self.task, TaskSet) else {}).items():
+            results = self.session.loop.run(self.evaluator.aevaluate(prompts, examples))
+            for res in results:
+                self.emit(events.make(events.UNSEEN_TEST, prompt_id=res.prompt.id, task=name, mean=res.mean,
+                                      n=len(res.examples), scores={e.example_id: e.score for e in res.examples}))
+            scores[name] = [summarize([e.score for e in r.examples]) for r in results]
+        return scores
+
+    def score_selector(self, selector: PromptSelector) -> tuple[float, Score]:
+        """The selector's dev mean and test score, each example scored with the prompt it picks for it.
+
+        Outside the budget, like the final test evaluation (the Run does not choose by it); pairs
+        scored before (the best and the seed on test, candidates on dev) cost nothing again.
+        """
+        self.session.meter.enforce = False
+        dev = self._score_picks(selector, "dev", self.task.splits.dev)
+        return dev.mean, self._score_picks(selector, "test", self.task.splits.test)
+
+    def _score_picks(self, selector: PromptSelector, split: str, examples: Sequence[Example]) -> Score:
+        groups: dict[str, tuple[Prompt, list[Example]]] = {}
+        for prompt, ex in zip(selector.pick_many([ex.input for ex in examples]), examples, strict=True):
+            groups.setdefault(prompt.id, (prompt, []))[1].append(ex)
+        scores: dict[str, float] = {}
+        for prompt, picked in groups.values():
+            result = self.session.loop.run(self.evaluator.aevaluate([prompt], picked))[0]
+            scores.update({e.example_id: e.score for e in result.examples})
+        score = summarize([scores[ex.id] for ex in examples])
+        self.emit(events.make("selector_score", split=split, mean=score.mean, n=score.n,
+                              picks={pid: len(picked) for pid, (_, picked) in groups.items()}))
+        return score
 
 
-def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL, *,
+def optimize(task: str | Task | Sequence[str | Task] = "gsm8k", strategy: str | Strategy = "apo",
+             model: str | Backend = DEFAULT_MODEL, *,
              optimizer_model: str | Backend | None = None, budget: Budget | None = None, seed: int = 0,
              answer_mode: str = "auto", strategy_params: Mapping[str, Any] | None = None,
              n_train: int | None = None, n_dev: int | None = 30, n_test: int | None = 50,
@@ -256,7 +352,10 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              model_options: Mapping[str, Any] | None = None, optimizer_options: Mapping[str, Any] | None = None,
              retry: RetryPolicy | None = None, on_event: EventCallback | None = None,
              mlflow: bool | str = False, finalist_reserve: int | None = None,
-             replace_if: str = DEFAULT_RULE, scale_to_budget: bool = True, config: RunConfig | None = None) -> Result:
+             replace_if: str = DEFAULT_RULE, select_on: str = "dev", select_top: int = 3,
+             task_set: str | Path | None = None,
+             unseen: str | Sequence[str | Task] | None = None, system: str | None = None,
+             scale_to_budget: bool = True, config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
@@ -265,7 +364,8 @@ def optimize(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
 
     Args:
         task: a task name (``gsm8k``, ``sst2``, ``bbh:date_understanding``,
-            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task.
+            ``synthetic:sentiment``, ``file:data.jsonl``, ...) or a Task; or a set of tasks
+            (``"sst2,mr"``, ``"bbh:all"``, a list) whose shared system prompt is searched.
         strategy: a strategy name (``apo``) or a Strategy instance.
         model: the target model, ``backend:model`` (default: embedded SmolLM2).
         budget: caps on the search (default: :func:`default_budget`, 200 target
@@ -293,8 +393,12 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
     strat, task_obj = check_run_inputs(cfg)
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
+        modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
+        task_obj = with_seed_system(task_obj, cfg.system, session.target)
         strat.check_backend(session.target, mode)
-        scaling = scaled_to_budget(cfg, strat, task_obj, mode)  # the default budget is known from here on
+        held_out = None if cfg.select_on == "dev" else plan_held_out(
+            task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top, budget=session.meter.budget)
+        scaling = scaled_to_budget(cfg, strat, task_obj, mode, held_out)  # the default budget is known here
         strat = scaling.strategy
         finalist_reserve = cfg.finalist_reserve
         if finalist_reserve is None:
@@ -305,6 +409,9 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
                   "replace_if": cfg.replace_if,
                   "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config(),
                   **scaling.to_config()}  # absent when nothing is scaled: earlier run ids stay
+        if held_out is not None:  # absent by default: earlier run ids stay
+            config |= {"select_on": cfg.select_on, "select_top": cfg.select_top}
+        config.update(set_config(task_obj, modes, cfg.system))  # nothing for one task: run ids stay
         run_dir = Path(cfg.runs_dir) / (cfg.run_id or _config_id(config))
         tracker = None
         if cfg.mlflow:  # started before the run directory exists, so a store that fails leaves nothing behind
@@ -318,8 +425,11 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
             store = RunStore(run_dir)
             store.write_json("config.json", config)
             store.start_events()
+            seed_prompt = (task_obj.seed_prompt if cfg.system is None or isinstance(task_obj, TaskSet)
+                           else replace(task_obj.seed_prompt, system=cfg.system))
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
-                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve), config,
+                                   store=store, on_event=on_event, finalist_reserve=finalist_reserve,
+                                   held_out=held_out, modes=modes, seed_prompt=seed_prompt), config,
                               scaling_short=bool(scaling.changes) and not scaling.fits)
         except BaseException:
             if tracker is not None:
@@ -361,22 +471,34 @@ def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
 def _execute(run: _Run, config: dict[str, Any], *, scaling_short: bool = False) -> Result:
     run.emit(events.make(events.RUN_STARTED, schema_version=events.SCHEMA_VERSION))
     ctx = run.context()
+    if run.dev_selection is not None:  # the seed's dev score, first, as when the search is on dev
+        ctx.record(ctx.seed_prompt, operator="seed")
+        run.dev_selection.score(run.history.candidates[ctx.seed_prompt.id])
     stopped_by = run.search(ctx)
     best_cand = _pick_final(run.history, ctx.selection)
+    history = run.history
+    if run.dev_selection is not None:  # picked again, on dev, among the search's finalists
+        history = run.dev_selection.history
+        best_cand = run.dev_selection.pick(run.history, returned=run.returned, offered=ctx.offered,
+                                           seed_id=ctx.seed_prompt.id,
+                                           own_pick=best_cand if ctx.selection is not None else None)
     replacement = None
-    seed_cand = run.history.candidates.get(run.task.seed_prompt.id)
+    seed_cand = history.candidates.get(run.seed_prompt.id)
     if ctx.selection is None and best_cand is not None and seed_cand is not None and best_cand is not seed_cand:
         rule = resolve_rule(config["replace_if"], config["answer_mode"])
-        replacement = decide(rule, best_cand.id, seed_cand.dev_scores, best_cand.dev_scores)
+        replacement = decide(rule, best_cand.id, *dev_scores_to_compare(history, seed_cand, best_cand))
         run.emit(events.make(events.REPLACEMENT, **replacement.to_dict()))
         if not replacement.replaced:
             best_cand = seed_cand
-    seed_prompt = run.task.seed_prompt
+    seed_prompt = run.seed_prompt
     best = best_cand.prompt if best_cand else seed_prompt
-    seed_dev = run.history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in run.history.candidates else 0.0
+    seed_dev = history.candidates[seed_prompt.id].dev_mean() if seed_prompt.id in history.candidates else 0.0
     search_usage = run.session.meter.usage.to_dict()
-    seed_test, best_test = (run.test([seed_prompt, best]) if best.id != seed_prompt.id
-                            else run.test([seed_prompt]) * 2)
+    pair = [seed_prompt, best] if best.id != seed_prompt.id else [seed_prompt]
+    tests = run.test(pair)
+    seed_test, best_test = tests[0], tests[-1]
+    unseen = run.test_unseen(pair)
+    selector_dev, selector_test = run.score_selector(ctx.selector) if ctx.selector is not None else (None, None)
     total = run.session.meter.usage.to_dict()
     result = Result(
         run_id=run.store.dir.name, run_dir=str(run.store.dir), task=config["task"], strategy=config["strategy"],
@@ -386,8 +508,15 @@ def _execute(run: _Run, config: dict[str, Any], *, scaling_short: bool = False) 
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
         n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
+        selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test,
+        select_on=config.get("select_on", "dev"),
+        search_dev=None if run.dev_selection is None else run.history.candidates[best.id].dev_mean(),
+        **set_results(run.task, config.get("answer_modes", {}), run.tested, (seed_cand, best_cand),
+                      (seed_prompt, best), unseen),
         scaled_to_budget=config.get("scaled_to_budget", {}), scaling_short=scaling_short)
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
+    if ctx.selector is not None:
+        run.store.write_json(SELECTOR_FILE, ctx.selector.to_dict())
     run.store.write_json("result.json", result.to_dict())
     run.store.write_text("best_prompt.txt", _prompt_text(best))
     return result

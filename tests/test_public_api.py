@@ -11,15 +11,16 @@ import promptopt.testing
 def test_top_level_exports() -> None:
     assert sorted(promptopt.__all__) == [
         "BackendError", "Budget", "BudgetExhausted", "CapabilityError", "ConfigError", "DataError", "Demo",
-        "Estimate", "Example", "Prompt", "PromptoptError", "Result", "RetryPolicy", "RunConfig", "Score",
-        "UnknownNameError", "estimate", "evaluate", "optimize"]
+        "Estimate", "Example", "Prompt", "PromptSelector", "PromptoptError", "Result", "RetryPolicy", "RunConfig",
+        "Score", "UnknownNameError", "estimate", "evaluate", "load_selector", "optimize"]
 
 
 def test_subpackage_exports() -> None:
     assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GEPA",
                                                     "GeneticCrossover", "GeneticMutation", "HarmonySearch",
                                                     "HillClimbing", "MultiObjective", "OPRO", "PMPO", "PromptBreeder",
-                                                    "PromptQuine", "PromptWizard", "RLPrompt", "SimulatedAnnealing",
+                                                    "PromptQuine", "PromptSelection", "PromptWizard", "RLPrompt",
+                                                    "SimulatedAnnealing",
                                                     "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
                                                     "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",

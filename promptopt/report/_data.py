@@ -22,12 +22,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from promptopt.events import BUDGET_EXHAUSTED, CANDIDATE, EVALUATION, FINALIST_RESERVE, RESULT, SKIP, TEST
+from promptopt.events import (
+    BUDGET_EXHAUSTED,
+    CANDIDATE,
+    EVALUATION,
+    FINALIST_RESERVE,
+    RESULT,
+    SKIP,
+    TEST,
+    UNSEEN_TEST,
+)
 from promptopt.replacement import Replacement
 
 Event = Mapping[str, Any]
 
-_POST_SEARCH = frozenset({TEST, RESULT})
+_POST_SEARCH = frozenset({TEST, UNSEEN_TEST, RESULT})
 _ROLES = ("target", "optimizer")
 
 
@@ -395,7 +404,21 @@ def header(config: Mapping[str, Any], result: Mapping[str, Any] | None, events: 
     if result is not None:
         rows.append(("test (seed → best, 95% CI)",
                      f"{_score_text(result.get('seed_test'))} → {_score_text(result.get('best_test'))}"))
+        rows += _per_task_rows(result)
         rows += _strategy_output_rows(result)
+    return rows
+
+
+def _per_task_rows(result: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """On a set of tasks: each task's dev and test, seed → best, then each unseen task's test."""
+    rows = []
+    for name, s in (result.get("per_task") or {}).items():
+        rows.append((f"task {name} ({s.get('answer_mode', '?')})",
+                     f"dev {_fmt(s.get('seed_dev'))} → {_fmt(s.get('best_dev'))}; "
+                     f"test {_score_text(s.get('seed_test'))} → {_score_text(s.get('best_test'))}"))
+    for name, s in (result.get("unseen") or {}).items():
+        rows.append((f"unseen task {name} ({s.get('answer_mode', '?')})",
+                     f"test {_score_text(s.get('seed_test'))} → {_score_text(s.get('best_test'))}"))
     return rows
 
 

@@ -36,6 +36,10 @@ class RunSummary:
         mtime: the newest modification time of the run's files (seconds since the epoch).
         strategy_output: what the strategy added to its result, if anything: its own
             selection rule, the size of its Pareto front (e.g. ``picked by knee; front of 6``).
+        select_on: the split the final prompt was picked on: ``dev``, or ``held-out`` (dev, kept
+            from a search on examples drawn from train); ``seed_dev``/``best_dev`` are its means.
+        per_task: on a set of tasks, each task's best test mean, then each unseen task's
+            (e.g. ``sst2 0.700, mr 0.650; unseen subj 0.600``); empty on one task.
     """
 
     run_id: str
@@ -50,6 +54,8 @@ class RunSummary:
     optimizer_calls: int
     mtime: float
     strategy_output: str = ""
+    select_on: str = "dev"
+    per_task: str = ""
 
 
 def _read_json(path: Path) -> Any:
@@ -107,7 +113,8 @@ def summarize_run(files: RunFiles, mtime: float = 0.0) -> RunSummary:
         status="finished" if result is not None else "incomplete",
         seed_dev=None if seed_dev is None else float(seed_dev), best_dev=None if best_dev is None else float(best_dev),
         best_test=None if best_test is None else float(best_test), target_calls=target, optimizer_calls=optimizer,
-        mtime=mtime, strategy_output=_strategy_output(result))
+        mtime=mtime, strategy_output=_strategy_output(result), per_task=_per_task(result),
+        select_on=str((result or {}).get("select_on") or config.get("select_on") or "dev"))
 
 
 def _strategy_output(result: Mapping[str, Any] | None) -> str:
@@ -119,6 +126,16 @@ def _strategy_output(result: Mapping[str, Any] | None) -> str:
     if result.get("front"):
         parts.append(f"front of {len(result['front'])}")
     return "; ".join(parts)
+
+
+def _per_task(result: Mapping[str, Any] | None) -> str:
+    def means(scores: Mapping[str, Any]) -> str:
+        return ", ".join(f"{name} {float(s['best_test']['mean']):.3f}" for name, s in scores.items())
+
+    if not result or not result.get("per_task"):
+        return ""
+    unseen = result.get("unseen") or {}
+    return means(result["per_task"]) + (f"; unseen {means(unseen)}" if unseen else "")
 
 
 def list_runs(runs_dir: str | Path = "runs") -> list[RunSummary]:
@@ -150,11 +167,14 @@ def _fmt(x: float | None) -> str:
 def format_runs(runs: Sequence[RunSummary]) -> list[str]:
     """Aligned text lines for ``promptopt runs``: a header, then one line per run."""
     extra = any(r.strategy_output for r in runs)  # the column only when a strategy added something
+    sets = any(r.per_task for r in runs)  # likewise for runs on a set of tasks
     rows = [("run", "task", "strategy", "status", "dev seed→best", "best test", "calls (target+optimizer)")
-            + (("strategy output",) if extra else ())]
+            + (("strategy output",) if extra else ()) + (("best test per task",) if sets else ())]
     for r in runs:
-        rows.append((r.run_id, r.task, r.strategy, r.status, f"{_fmt(r.seed_dev)}→{_fmt(r.best_dev)}",
+        # a held-out run's dev means are on held-out dev once finished, on the search split until then
+        picked_on = "" if r.select_on == "dev" else " (held-out)" if r.status == "finished" else " (search)"
+        rows.append((r.run_id, r.task, r.strategy, r.status, f"{_fmt(r.seed_dev)}→{_fmt(r.best_dev)}{picked_on}",
                      _fmt(r.best_test), f"{r.target_calls}+{r.optimizer_calls}")
-                    + ((r.strategy_output,) if extra else ()))
+                    + ((r.strategy_output,) if extra else ()) + ((r.per_task,) if sets else ()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]

@@ -29,6 +29,7 @@ from promptopt.strategies.plum import (
     TabuSearch,
 )
 from promptopt.strategies.pmpo import PMPO
+from promptopt.strategies.prompt_selection import PromptSelection
 from promptopt.strategies.promptbreeder import PromptBreeder
 from promptopt.strategies.promptquine import PromptQuine, TAPruning
 from promptopt.strategies.promptwizard import PromptWizard
@@ -38,12 +39,14 @@ __all__ = ["APE", "APO", "GEPA", "OPRO", "PMPO", "EvoPromptDE", "EvoPromptGA", "
            "GeneticMutation", "HarmonySearch", "HillClimbing", "MultiObjective", "PromptBreeder", "PromptQuine",
            "PromptWizard", "RLPrompt", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
            "get_strategy", "list_strategies"]
+__all__ += ["PromptSelection"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
                                       TabuSearch, HarmonySearch)}
 BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder, MultiObjective)}
 BUILTIN |= {cls.name: cls for cls in (PMPO, PromptQuine, TAPruning, RLPrompt)}
+BUILTIN |= {cls.name: cls for cls in (PromptSelection,)}
 
 
 @dataclass(frozen=True)

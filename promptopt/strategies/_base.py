@@ -120,6 +120,9 @@ class Strategy(ABC):
     needs_vocabulary: ClassVar[bool] = False
     #: the parameters that set one step's cost, in the order a run shrinks them to fit its budget
     scalable: ClassVar[tuple[Scalable, ...]] = ()
+    #: True when it can search a set of tasks: it rewrites only ``ctx.text(prompt)`` through
+    #: ``ctx.with_text`` (the shared system prompt on a set), never a field by name
+    supports_task_sets: ClassVar[bool] = False
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""

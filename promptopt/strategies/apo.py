@@ -27,6 +27,10 @@ selection budget (``eval_rounds`` × ``eval_prompts_per_round`` ×
 ``samples_per_eval`` evaluations, of which repeats on a small dev split are
 free). Needs only generation from both models; in ``choice`` answer mode the
 target model must also score log-probabilities.
+
+On a set of tasks it rewrites the shared system prompt (``ctx.text``): each
+round's minibatch and each critique's errors are spread evenly over the tasks,
+and every error shown to the optimizer names its task.
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from promptopt.evaluator import EvalResult
 from promptopt.prompt import Prompt
 from promptopt.strategies._bandits import SELECTORS
 from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
-from promptopt.strategies._formatting import format_results
+from promptopt.strategies._formatting import format_results, shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
 
 if TYPE_CHECKING:
     from promptopt.context import Context
+    from promptopt.evaluator import ExampleResult
     from promptopt.types import Example
 
 __all__ = ["APO"]
@@ -81,6 +86,9 @@ Instruction: {prompt}
 Rewritten instruction:"""
 
 
+SET_DESCRIPTION = ("a system prompt shared by {n} tasks, each asked with its own instruction after it; "
+                   "the tasks are: {tasks}")
+
 # Reply lengths for the optimizer: room for a few reasons / prompts, not for rambling.
 GRADIENT_TOKENS, EDIT_TOKENS, PARAPHRASE_TOKENS = 300, 400, 160
 
@@ -114,6 +122,7 @@ class APO(Strategy):
     """
 
     name: ClassVar[str] = "apo"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("textual gradients: critique errors, edit, paraphrase; beam search "
                               "with bandit selection (Pryzant et al., 2023)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -155,7 +164,7 @@ class APO(Strategy):
         beam = [ctx.seed_prompt]
         for round_index in range(self.rounds):
             ctx.note("round", index=round_index, beam=[p.id for p in beam])
-            minibatch = ctx.sample(ctx.train, self.minibatch_size)
+            minibatch = ctx.sample_across_tasks(ctx.train, self.minibatch_size, lambda ex: ex.id)
             candidates = list(beam)
             for parent in beam:
                 candidates += self.expand(ctx, parent, minibatch)
@@ -200,14 +209,14 @@ class APO(Strategy):
         for gradient, errors in self.gradients(ctx, parent, result, minibatch):
             edited += self.apply_gradient(ctx, parent, gradient, errors)
         paraphrased: list[str] = []
-        for text in edited + [parent.instruction]:
+        for text in edited + [ctx.text(parent)]:
             paraphrased += self.paraphrase(ctx, text)
-        texts = [t for t in dict.fromkeys(edited + paraphrased) if t != parent.instruction]
+        texts = [t for t in dict.fromkeys(edited + paraphrased) if t != ctx.text(parent)]
         if len(texts) > self.max_expansion_factor:
             texts = ctx.sample(texts, self.max_expansion_factor)
         children = []
         for text in texts:
-            child = parent.with_instruction(text)
+            child = ctx.with_text(parent, text)
             ctx.record(child, [parent], "edit" if text in edited else "paraphrase")
             children.append(child)
         return children
@@ -221,10 +230,10 @@ class APO(Strategy):
             return []
         out = []
         for _ in range(self.n_gradients):
-            group = ctx.sample(errors, self.errors_per_gradient)
-            error_text = format_results(group, by_id)
+            group = ctx.sample_across_tasks(errors, self.errors_per_gradient, lambda r: r.example_id)
+            error_text = _error_text(ctx, group, by_id)
             reply = ctx.propose(GRADIENT_PROMPT.format(
-                description=ctx.task.description or ctx.task.name, prompt=parent.instruction,
+                description=_description(ctx), prompt=ctx.text(parent),
                 errors=error_text, n=self.gradients_per_error), temperature=self.temperature,
                 max_tokens=GRADIENT_TOKENS)[0]
             reasons, _ = parse_items(reply)
@@ -235,7 +244,7 @@ class APO(Strategy):
 
     def apply_gradient(self, ctx: Context, parent: Prompt, gradient: str, errors: str) -> list[str]:
         reply = ctx.propose(EDIT_PROMPT.format(
-            description=ctx.task.description or ctx.task.name, prompt=parent.instruction, errors=errors,
+            description=_description(ctx), prompt=ctx.text(parent), errors=errors,
             gradient=gradient, n=self.steps_per_gradient), temperature=self.temperature,
             max_tokens=EDIT_TOKENS)[0]
         return self._usable(ctx, "edit", reply)[: self.steps_per_gradient]
@@ -276,3 +285,23 @@ class APO(Strategy):
         ctx.note("selection", selector=self.selector,
                  scores={candidates[i].id: scores[i] for i in order})
         return [candidates[i] for i in order[: self.beam_size]]
+
+
+def _description(ctx: Context) -> str:
+    """The task as the optimizer reads it; on a set, what the prompt under search is for."""
+    if ctx.text_field == "instruction":
+        return ctx.task.description or ctx.task.name
+    return SET_DESCRIPTION.format(n=len(ctx.task_names), tasks=ctx.task.description)
+
+
+def _error_text(ctx: Context, group: Sequence[ExampleResult], by_id: dict[str, Example]) -> str:
+    """The errors shown to the optimizer; on a set each names its task."""
+    if ctx.text_field == "instruction":
+        return format_results(group, by_id)
+    blocks = []
+    for i, res in enumerate(group, 1):
+        ex = by_id[res.example_id]
+        got = res.answer if res.answer is not None else shorten(res.output, 120) or "(nothing)"
+        blocks.append(f"Example {i} (task {ctx.task_of(res.example_id)})\nInput: {shorten(ex.input, 300)}\n"
+                      f"Expected: {ex.target}\nModel answer: {got}")
+    return "\n\n".join(blocks)

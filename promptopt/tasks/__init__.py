@@ -1,5 +1,6 @@
 """Tasks: datasets with splits, prompt rendering, answer parsing and a metric.
 
+Several tasks searched with one shared system prompt are a :class:`TaskSet`.
 Load one by name with :func:`load_task` (``gsm8k``, ``bbh:<subtask>``,
 ``sst2``/``subj``/``agnews``/``trec``/``sst-5``/``mr``, ``synthetic:sentiment``,
 ``synthetic:arithmetic``, ``file:<path>``, or a plugin from the
@@ -25,6 +26,7 @@ from promptopt.tasks._file import load_file_task
 from promptopt.tasks._gsm8k import GSM8KTask
 from promptopt.tasks._registry import TaskInfo, list_tasks, load_task
 from promptopt.tasks._sampling import sample_examples
+from promptopt.tasks._set import SetMember, TaskSet
 from promptopt.tasks._synthetic import make_arithmetic_task, make_sentiment_task
 
 __all__ = [
@@ -33,9 +35,11 @@ __all__ = [
     "CustomTask",
     "DataStore",
     "GSM8KTask",
+    "SetMember",
     "Splits",
     "Task",
     "TaskInfo",
+    "TaskSet",
     "default_data_dir",
     "list_tasks",
     "load_file_task",

@@ -16,7 +16,7 @@ from promptopt.exceptions import ConfigError
 from promptopt.tasks._base import Splits
 from promptopt.types import Example
 
-__all__ = ["check_size", "sample_examples", "seeded_order", "subset_splits"]
+__all__ = ["check_size", "hold_out", "sample_examples", "seeded_order", "subset_splits"]
 
 
 def seeded_order(n: int, seed: int) -> list[int]:
@@ -61,6 +61,23 @@ def sample_examples(
     order = seeded_order(len(examples), seed)
     chosen = _stratified_pick(examples, order, n) if stratify else order[:n]
     return tuple(examples[i] for i in sorted(chosen))
+
+
+def hold_out(examples: Sequence[Example], n: int, *, seed: int,
+             stratify: bool) -> tuple[tuple[Example, ...], tuple[Example, ...]]:
+    """Split ``examples`` into a seeded sample of ``n`` (:func:`sample_examples`) and the rest.
+
+    Both keep the input order and share no example.
+
+    Example:
+        >>> pool = [Example(str(i), "x", "a" if i < 6 else "b") for i in range(8)]
+        >>> held, rest = hold_out(pool, 4, seed=0, stratify=True)
+        >>> len(held), len(rest), sorted(e.target for e in held)
+        (4, 4, ['a', 'a', 'a', 'b'])
+    """
+    held = sample_examples(examples, n, seed=seed, stratify=stratify)
+    taken = {id(e) for e in held}
+    return held, tuple(e for e in examples if id(e) not in taken)
 
 
 def _stratified_pick(examples: Sequence[Example], order: list[int], n: int) -> list[int]:

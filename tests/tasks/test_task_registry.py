@@ -14,8 +14,8 @@ from promptopt.tasks import BBHTask, GSM8KTask, Task, TaskInfo, list_tasks, load
 
 def test_public_names_are_pinned() -> None:
     assert sorted(promptopt.tasks.__all__) == [
-        "BBHTask", "ClassificationTask", "CustomTask", "DataStore", "GSM8KTask", "Splits", "Task",
-        "TaskInfo", "default_data_dir", "list_tasks", "load_file_task", "load_task",
+        "BBHTask", "ClassificationTask", "CustomTask", "DataStore", "GSM8KTask", "SetMember", "Splits", "Task",
+        "TaskInfo", "TaskSet", "default_data_dir", "list_tasks", "load_file_task", "load_task",
         "make_arithmetic_task", "make_sentiment_task", "sample_examples",
     ]
 
