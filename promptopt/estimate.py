@@ -20,13 +20,13 @@ from promptopt._held_out import HeldOutPlan, plan_held_out
 from promptopt.backends import Backend
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
-from promptopt.evaluator import resolve_answer_mode
+from promptopt.evaluator import resolve_answer_mode, resolve_answer_modes
 from promptopt.session import Session
 from promptopt.strategies import Strategy
 from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._scaling import Scaling, explicit_params, scale_to_fit
 from promptopt.task_options import check_run_inputs
-from promptopt.tasks import Task
+from promptopt.tasks import Task, TaskSet
 from promptopt.types import Example
 
 __all__ = ["WANTED_NEW_FULL", "Estimate", "estimate", "scaled_to_budget"]
@@ -111,22 +111,28 @@ def _tokens_per_call(task: Task, mode: str) -> int:
     return int(prompt + reply)
 
 
-def _calls_per_example(task: Task, mode: str) -> float:
-    if mode == "generate":
-        return 1.0
-    examples = task.splits.test or task.splits.dev
-    counts = [len(task.choices(ex) or ()) for ex in examples]
+#: each task's answer mode by name (``resolve_answer_modes``): on a set, members may differ from the run's mode
+Modes = Mapping[str, str]
+
+
+def _calls_per_example(task: Task, mode: str, modes: Modes | None = None) -> float:
+    counts = _calls_of(task, mode, task.splits.test or task.splits.dev, modes)
     return sum(counts) / len(counts) if counts else 1.0
 
 
-def _dev_calls(task: Task, mode: str) -> list[int]:
+def _dev_calls(task: Task, mode: str, modes: Modes | None = None) -> list[int]:
     """Target calls per dev example, most first (one, or one per label in choice mode)."""
-    return _calls_of(task, mode, task.splits.dev)
+    return _calls_of(task, mode, task.splits.dev, modes)
 
 
-def _calls_of(task: Task, mode: str, examples: Sequence[Example]) -> list[int]:
-    """Target calls per example, most first (one, or one per label in choice mode)."""
-    return sorted((1 if mode == "generate" else len(task.choices(ex) or ()) for ex in examples), reverse=True)
+def _calls_of(task: Task, mode: str, examples: Sequence[Example], modes: Modes | None = None) -> list[int]:
+    """Target calls per example, most first: one, or one per label in choice mode (on a set of
+    tasks, in the answer mode of the example's task, as the evaluator routes it)."""
+    def calls(ex: Example) -> int:
+        own = modes.get(task.member_of(ex).name, mode) if modes and isinstance(task, TaskSet) else mode
+        return 1 if own == "generate" else len(task.choices(ex) or ())
+
+    return sorted(map(calls, examples), reverse=True)
 
 
 def _kept_for_finalists(strat: Strategy, reserve: int | None, dev_calls: list[int],
@@ -232,6 +238,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     with Session(cfg.model, cfg.optimizer_model, budget=Budget(), cache_path=None, model_options=cfg.model_options,
                  optimizer_options=cfg.optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
+        modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target, mode)  # a missing capability is found by a dry run too
         held_out = None
         if cfg.select_on == "held-out":  # a cap too small for the selection on dev, too
@@ -240,7 +247,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
     budget = cfg.budget_for(mode)
-    per_example = _calls_per_example(task_obj, mode)
+    per_example = _calls_per_example(task_obj, mode, modes)
     test_calls = int(2 * len(task_obj.splits.test) * per_example)
     per_call = _tokens_per_call(task_obj, mode)
     search_target, search_optimizer = budget.target_calls, budget.optimizer_calls
@@ -250,7 +257,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     if budget.tokens is not None:
         tokens = budget.tokens if tokens is None else min(tokens, budget.tokens)
     usd = 0.0 if names <= LOCAL_BACKENDS else None
-    pricing = _Pricing.of(task_obj, mode, budget, cfg.finalist_reserve, held_out)
+    pricing = _Pricing.of(task_obj, mode, budget, cfg.finalist_reserve, held_out, modes)
     scaling = _scaled(cfg, strat, pricing)
     est = Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=mode, budget=budget,
                    calls_per_example=per_example, search_target_calls=search_target,
@@ -279,13 +286,14 @@ class _Pricing:
 
     @classmethod
     def of(cls, task: Task, mode: str, budget: Budget, reserve: int | None,
-           held_out: HeldOutPlan | None = None) -> _Pricing:
-        per_example, per_call = _calls_per_example(task, mode), _tokens_per_call(task, mode)
+           held_out: HeldOutPlan | None = None, modes: Modes | None = None) -> _Pricing:
+        per_example, per_call = _calls_per_example(task, mode, modes), _tokens_per_call(task, mode)
         if held_out is None:
-            return cls(len(task.splits.train), _dev_calls(task, mode), budget, per_example, per_call, reserve)
-        held_back = held_out.reserve + sum(_calls_of(task, mode, held_out.dev))
-        return cls(len(held_out.train), _calls_of(task, mode, held_out.search), budget, per_example, per_call,
-                   reserve, held_back)
+            return cls(len(task.splits.train), _dev_calls(task, mode, modes), budget, per_example, per_call,
+                       reserve)
+        held_back = held_out.reserve + sum(_calls_of(task, mode, held_out.dev, modes))
+        return cls(len(held_out.train), _calls_of(task, mode, held_out.search, modes), budget, per_example,
+                   per_call, reserve, held_back)
 
 
 @dataclass(frozen=True)
@@ -337,7 +345,7 @@ def _scaled(cfg: RunConfig, strat: Strategy, pricing: _Pricing) -> Scaling:
 
 
 def scaled_to_budget(cfg: RunConfig, strat: Strategy, task: Task, mode: str,
-                     held_out: HeldOutPlan | None = None) -> Scaling:
+                     held_out: HeldOutPlan | None = None, modes: Modes | None = None) -> Scaling:
     """``strat`` with its step-size parameters shrunk to ``cfg``'s budget in answer mode ``mode``.
 
     With ``cfg.scale_to_budget``, the parameters the strategy names in ``scalable`` and ``cfg``
@@ -346,9 +354,10 @@ def scaled_to_budget(cfg: RunConfig, strat: Strategy, task: Task, mode: str,
     paper loop) after the seed on dev, its setup and the calls the Run keeps for finalists. The
     Run calls it once the answer mode, and so the default budget, is known; so does the estimate.
     With ``held_out`` (``select_on="held-out"``) the plan is priced on the search split, after the
-    calls held back for the selection on dev.
+    calls held back for the selection on dev; on a set of tasks each example costs the calls of its
+    task's answer mode (``modes``).
     """
-    pricing = _Pricing.of(task, mode, cfg.budget_for(mode), cfg.finalist_reserve, held_out)
+    pricing = _Pricing.of(task, mode, cfg.budget_for(mode), cfg.finalist_reserve, held_out, modes)
     return _scaled(cfg, strat, pricing)
 
 

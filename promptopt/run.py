@@ -398,7 +398,7 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
         strat.check_backend(session.target, mode)
         held_out = None if cfg.select_on == "dev" else plan_held_out(
             task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top, budget=session.meter.budget)
-        scaling = scaled_to_budget(cfg, strat, task_obj, mode, held_out)  # the default budget is known here
+        scaling = scaled_to_budget(cfg, strat, task_obj, mode, held_out, modes)  # the budget is known here
         strat = scaling.strategy
         finalist_reserve = cfg.finalist_reserve
         if finalist_reserve is None:

@@ -167,3 +167,44 @@ def test_a_run_scaled_to_its_smallest_and_still_short_says_so(tmp_path: Path) ->
     assert "evoprompt-de" in warning and "--dry-run" in warning
     fits = _run("hill-climb", tmp_path / "fits")
     assert fits.scaled_to_budget and not fits.scaling_short
+
+
+MIXED = "synthetic:sentiment,synthetic:arithmetic"  # a set: sentiment answers by choice (2 calls), sums by generation
+
+
+def test_a_set_of_tasks_is_priced_in_each_tasks_answer_mode_and_scaled_to_fit(tmp_path: Path) -> None:
+    # the set runs in generate mode (200 calls), but a sentiment example costs two scoring calls: OPRO's
+    # step of 8 instructions on 10 + 10 dev examples is 240 calls, more than the 170 left after the seed
+    paper = promptopt.estimate(MIXED, "opro", FakeBackend(), n_dev=10, scale_to_budget=False)
+    assert paper.answer_mode == "generate" and paper.calls_per_example == 1.5 and paper.warnings
+    result = promptopt.optimize(MIXED, "opro", FakeBackend(reply=_positive), n_dev=10, runs_dir=tmp_path,
+                                cache=False)
+    assert result.per_task and result.scaled_to_budget == {"instructions_per_step": [8, 5]}
+    events = _events(result)
+    seed_id = result.seed_prompt.id
+    full = {e["prompt_id"] for e in events if e["type"] == "evaluation" and e["dev"] and e["n"] == 20}
+    first_step = {e["prompt_id"] for e in events if e["type"] == "candidate" and e["operator"] != "seed"
+                  and e["target_calls"] <= 30}  # proposed before anything but the seed was scored
+    assert len(first_step) == 5 and first_step <= full - {seed_id}  # the whole first step, on both tasks
+    assert result.usage["search"]["target"]["calls"] <= 200
+
+
+def test_held_out_selection_prices_the_search_split_after_the_calls_kept_for_dev() -> None:
+    on_dev = _estimate("hill-climb", "choice")
+    held_out = _estimate("hill-climb", "choice", select_on="held-out", n_train=80)
+    # before step 1, in choice mode (2 calls an example): the seed on the 30 examples the strategy scores on
+    # (60) and on its score set (2 x n_score); held out, also the seed on dev (60) and three finalists kept for
+    # dev (180). A step (10 neighbours on the score set, the best on the 30) fits three times.
+    assert (on_dev.fixed_target_calls, held_out.fixed_target_calls) == (60 + 2 * 20, 60 + 2 * 16 + 60 + 180)
+    assert dict(on_dev.scaled) == {"n_score": (100, 20)} and dict(held_out.scaled) == {"n_score": (100, 16)}
+    assert held_out.steps is not None and held_out.steps >= 1 and (held_out.new_full or 0) >= 3
+
+
+def test_prompt_selection_scaled_to_the_default_budget_finishes_its_pass(tmp_path: Path) -> None:
+    # one pass scores the seed and 4 x 2 generated prompts on 40 training inputs: 360 calls > 200
+    paper = _run("prompt-selection", tmp_path / "paper", scale_to_budget=False)
+    assert paper.stopped_by is not None and paper.stopped_by.startswith("target call cap")
+    scaled = _run("prompt-selection", tmp_path / "scaled")
+    assert scaled.scaled_to_budget == {"n_score_examples": [40, 15]} and not scaled.scaling_short
+    assert scaled.stopped_by is None and scaled.selector is not None  # the whole pass, then the selector
+    assert scaled.usage["search"]["target"]["calls"] <= 200
