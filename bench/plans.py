@@ -6,8 +6,12 @@ No model is called: for each registered strategy, in choice and in generate mode
 :func:`promptopt.estimate` works out from the strategy's :meth:`step_plan` how many
 full steps of its loop fit the default budget (``promptopt.config.default_budget``),
 how many new candidates scored on all of dev that leaves, and whether the dry run
-warns. The last two columns give the ``--budget-target-calls`` that would fit one
-full step, and ``--want`` new fully scored candidates. Prints a Markdown table.
+warns, first with the paper's parameters (``scale_to_budget=False``). The next two
+columns give the ``--budget-target-calls`` that would fit one full step, and ``--want``
+new fully scored candidates, of the paper's parameters. The last two are the run's
+default, the strategy scaled to the budget (``scale_to_budget=True``): the steps and
+new fully scored candidates that fit, and the parameters it shrank ("smallest": every
+one at its minimum, and still short). Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -37,27 +41,38 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = parser.parse_args(argv)
     print("| strategy | mode | budget | one step (target calls) | steps that fit / paper | new fully scored "
-          f"| warning | --budget-target-calls for 1 step | for {args.want} new fully scored |")
-    print("|---|---|---:|---|---|---:|---|---:|---:|")
+          f"| warning | --budget-target-calls for 1 step | for {args.want} new fully scored "
+          "| scaled: steps / new fully scored | scaled parameters |")
+    print("|---|---|---:|---|---|---:|---|---:|---:|---|---|")
     for info in list_strategies():
         for mode in MODES:
-            est = promptopt.estimate(args.task, info.name, args.model, answer_mode=mode, n_dev=args.n_dev,
-                                     data_dir=args.data_dir, offline=True)
-            print(_row(est, args.want))
+            ests = [promptopt.estimate(args.task, info.name, args.model, answer_mode=mode, n_dev=args.n_dev,
+                                       data_dir=args.data_dir, offline=True, scale_to_budget=scale)
+                    for scale in (False, True)]
+            print(_row(*ests, want=args.want))
     return 0
 
 
-def _row(est: Estimate, want: int) -> str:
+def _row(est: Estimate, scaled: Estimate, *, want: int) -> str:
     plan = est.plan
     if plan is None:
-        return f"| {est.strategy} | {est.answer_mode} | {est.budget.target_calls} | no plan | | | | | |"
+        return f"| {est.strategy} | {est.answer_mode} | {est.budget.target_calls} | no plan | | | | | | | |"
     paper = "∞" if plan.paper_steps is None else str(plan.paper_steps)
-    steps = "all" if est.steps is None else f"{est.steps:.2f}"
     for_want = _calls_for_candidates(est, plan, want)
     return (f"| {est.strategy} | {est.answer_mode} | {est.budget.target_calls} | {plan.unit}: "
-            f"{est.target_calls_of(plan.per_step):,.0f} | {steps} / {paper} | {est.new_full} | "
+            f"{est.target_calls_of(plan.per_step):,.0f} | {_steps(est)} / {paper} | {est.new_full} | "
             f"{'yes' if est.warnings else 'no'} | {est.target_calls_for(1):,} | "
-            f"{'never' if for_want is None else f'{for_want:,}'} |")
+            f"{'never' if for_want is None else f'{for_want:,}'} | {_steps(scaled)} / {scaled.new_full} | "
+            f"{_scaled_params(scaled)} |")
+
+
+def _steps(est: Estimate) -> str:
+    return "all" if est.steps is None else f"{est.steps:.2f}"
+
+
+def _scaled_params(est: Estimate) -> str:
+    changes = ", ".join(f"{name} {before}→{after}" for name, (before, after) in est.scaled.items())
+    return f"{changes or 'none'}{' (smallest)' if est.scaling_short and est.scaled else ''}"
 
 
 def _calls_for_candidates(est: Estimate, plan: StepPlan, want: int) -> int | None:

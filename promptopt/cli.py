@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -125,6 +125,12 @@ def _print_result(result: Any) -> None:
                   f"(paid {t['paid_calls']}); tokens {t['tokens']:,}", highlight=False)
     out.print(f"candidates: {result.n_candidates} ({result.n_fully_scored} scored on all of dev); "
               f"stopped by: {result.stopped_by or 'finished'}", highlight=False)
+    if result.scaled_to_budget:
+        out.print(_scaled_line(result.scaled_to_budget, result.scaling_short), highlight=False, soft_wrap=True)
+    if result.scaling_short:  # the step did not fit even at its smallest: say so rather than let it pass
+        err.print(f"warning: {result.strategy}: even with every step-size parameter at its smallest, the budget "
+                  "did not fit one full step and three new candidates scored on all of dev; --dry-run shows "
+                  "the plan and the budget that would fit", markup=False, highlight=False, soft_wrap=True)
     if result.replacement is not None:
         out.print(result.replacement.describe(), highlight=False)
     if result.per_task:  # a set of tasks shares the system prompt; each task keeps its instruction
@@ -132,6 +138,13 @@ def _print_result(result: Any) -> None:
     else:
         out.print(f"best prompt: {result.best_prompt.instruction!r}", highlight=False, soft_wrap=True)
     out.print(f"run directory: {result.run_dir}", highlight=False, soft_wrap=True)
+
+
+def _scaled_line(scaled: Mapping[str, Sequence[int]], smallest: bool) -> str:
+    """The parameters a run shrank to fit its budget, e.g. ``scaled to the budget: n_score 100→20; ...``."""
+    at_least = " (every one at its smallest)" if smallest else ""
+    changes = ", ".join(f"{name} {before}→{after}" for name, (before, after) in scaled.items())
+    return f"scaled to the budget: {changes}{at_least}; --no-scale-to-budget runs the paper's values"
 
 
 def _per_task_table(result: Any) -> Table:
@@ -168,6 +181,8 @@ def _print_estimate(est: Any) -> None:
     out.print(table)
     out.print(f"calls per example: {est.calls_per_example:g}; target tokens per call ≈ "
               f"{est.target_tokens_per_call} (text length / 4). Nothing was run or written.", highlight=False)
+    if est.scaled:  # the plan below is the scaled strategy's
+        out.print(_scaled_line(est.scaled, est.scaling_short), highlight=False, soft_wrap=True)
     plan = est.plan
     if plan is not None:
         s, unit = plan.per_step, plan.unit

@@ -199,6 +199,10 @@ class RunConfig:
         select_top: with select_on held-out, how many of the best candidates on the search split are
             scored on dev, besides the seed and those the strategy returned or offered; the target
             calls to score them there are kept back from the search.
+        scale_to_budget: shrink the strategy's step-size parameters not set explicitly (score-set
+            size, population, beam, proposals per step) until one full step and three new candidates
+            scored on all of dev fit the budget (default: true); false runs the paper's defaults as they
+            are (--no-scale-to-budget).
 
     Example:
         >>> RunConfig(task="sst2", n_dev=10, model_options={"api_key": "sk-..."})
@@ -237,6 +241,7 @@ class RunConfig:
     replace_if: str = _setting(DEFAULT_RULE, search=True, check=lambda name, value: check_rule(value))
     select_on: str = _setting("dev", search=True, check=_select_on)
     select_top: int = _setting(3, search=True, check=_select_top)
+    scale_to_budget: bool = _setting(True, search=True)
 
     def __post_init__(self) -> None:
         for f in fields(self):

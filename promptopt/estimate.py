@@ -3,35 +3,41 @@
 Besides the caps, the estimate holds the strategy's plan (:meth:`Strategy.step_plan`):
 how many full steps of its loop the budget pays for, and how many new candidates
 scored on all of dev that leaves the Run to pick from, with a warning when not even
-one step fits.
+one step fits. :func:`scaled_to_budget` uses the same figures to shrink a strategy's
+step (``RunConfig.scale_to_budget``) until one full step and :data:`WANTED_NEW_FULL`
+new fully scored candidates fit; the Run and the estimate both call it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from promptopt._held_out import plan_held_out
+from promptopt._held_out import HeldOutPlan, plan_held_out
 from promptopt.backends import Backend
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
-from promptopt.evaluator import resolve_answer_mode
+from promptopt.evaluator import resolve_answer_mode, resolve_answer_modes
 from promptopt.session import Session
 from promptopt.strategies import Strategy
 from promptopt.strategies._base import Spend, StepPlan
+from promptopt.strategies._scaling import Scaling, explicit_params, scale_to_fit
 from promptopt.task_options import check_run_inputs
-from promptopt.tasks import Task
+from promptopt.tasks import Task, TaskSet
+from promptopt.types import Example
 
-__all__ = ["Estimate", "estimate"]
+__all__ = ["WANTED_NEW_FULL", "Estimate", "estimate", "scaled_to_budget"]
 
 #: backends that run on this machine and cost nothing per call
 LOCAL_BACKENDS = frozenset({"llamacpp", "vllm", "fake"})
 #: assumed size of one optimizer call (meta-prompt + reply); strategies cap replies at a few hundred tokens
 OPTIMIZER_TOKENS_PER_CALL = 1000
 _CHARS_PER_TOKEN = 4  # a rough rule for English text; the estimate needs no tokenizer
+#: new candidates scored on all of dev that a budget should leave, besides one full step (see scaled_to_budget)
+WANTED_NEW_FULL = 3
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ class Estimate:
     finalists; None when no cap limits them), ``new_full`` the new candidates scored on all
     of dev that leaves, ``fixed_target_calls`` the target calls spent before step 1 or kept
     back, and ``warnings`` says when not one full step fits, and which cap value would.
+
+    ``scaled`` holds the parameters the run shrinks to fit its budget (name -> (before, after);
+    see :func:`scaled_to_budget`); the plan is the scaled strategy's. ``scaling_short`` is True when
+    scaling was on and even its smallest values leave less than one full step and
+    :data:`WANTED_NEW_FULL` new fully scored candidates.
     """
 
     task: str
@@ -66,6 +77,8 @@ class Estimate:
     new_full: int | None = None
     fixed_target_calls: int = 0
     warnings: tuple[str, ...] = ()
+    scaled: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    scaling_short: bool = False
 
     @property
     def target_calls(self) -> int | None:
@@ -98,17 +111,28 @@ def _tokens_per_call(task: Task, mode: str) -> int:
     return int(prompt + reply)
 
 
-def _calls_per_example(task: Task, mode: str) -> float:
-    if mode == "generate":
-        return 1.0
-    examples = task.splits.test or task.splits.dev
-    counts = [len(task.choices(ex) or ()) for ex in examples]
+#: each task's answer mode by name (``resolve_answer_modes``): on a set, members may differ from the run's mode
+Modes = Mapping[str, str]
+
+
+def _calls_per_example(task: Task, mode: str, modes: Modes | None = None) -> float:
+    counts = _calls_of(task, mode, task.splits.test or task.splits.dev, modes)
     return sum(counts) / len(counts) if counts else 1.0
 
 
-def _dev_calls(task: Task, mode: str) -> list[int]:
+def _dev_calls(task: Task, mode: str, modes: Modes | None = None) -> list[int]:
     """Target calls per dev example, most first (one, or one per label in choice mode)."""
-    return sorted((1 if mode == "generate" else len(task.choices(ex) or ()) for ex in task.splits.dev), reverse=True)
+    return _calls_of(task, mode, task.splits.dev, modes)
+
+
+def _calls_of(task: Task, mode: str, examples: Sequence[Example], modes: Modes | None = None) -> list[int]:
+    """Target calls per example, most first: one, or one per label in choice mode (on a set of
+    tasks, in the answer mode of the example's task, as the evaluator routes it)."""
+    def calls(ex: Example) -> int:
+        own = modes.get(task.member_of(ex).name, mode) if modes and isinstance(task, TaskSet) else mode
+        return 1 if own == "generate" else len(task.choices(ex) or ())
+
+    return sorted(map(calls, examples), reverse=True)
 
 
 def _kept_for_finalists(strat: Strategy, reserve: int | None, dev_calls: list[int],
@@ -173,7 +197,23 @@ def _warning(est: Estimate, plan: StepPlan, steps: float, fit: _Fit) -> str:
     return (f"{est.strategy}: the budget fits {steps:.2f} of one {plan.unit} (the paper's loop {paper}); "
             f"one {plan.unit} costs about {', '.join(parts)} ({est.target_calls_of(s):,.0f} target calls) and "
             f"{s.optimizer_calls:,.0f} optimizer calls, after {est.fixed_target_calls:,} target calls for the seed "
-            f"on dev, the strategy's setup and finalists; {fixes} would fit one {plan.unit}")
+            f"on dev, the strategy's setup and finalists; {fixes} would fit one {plan.unit}{_scaling_note(est)}")
+
+
+def _scaling_note(est: Estimate) -> str:
+    """What scaling to the budget did, for a warning: nothing, or that its smallest values were not enough."""
+    if not est.scaling_short or not est.scaled:
+        return ""
+    return (f" (scaled to the budget with every step-size parameter at its smallest: "
+            f"{', '.join(f'{n} {b}→{a}' for n, (b, a) in est.scaled.items())})")
+
+
+def _short_warning(est: Estimate) -> str:
+    """One line for a scaled plan that fits a step but, at its smallest, too few new fully scored candidates."""
+    return (f"{est.strategy}: scaled to the budget with every step-size parameter at its smallest "
+            f"({', '.join(f'{n} {b}→{a}' for n, (b, a) in est.scaled.items())}), the budget fits "
+            f"{est.steps or 0:.2f} {est.plan.unit if est.plan else 'step'}s and {est.new_full} new candidates "
+            f"scored on all of dev, fewer than {WANTED_NEW_FULL}")
 
 
 def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model: str | Backend = DEFAULT_MODEL,
@@ -184,6 +224,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
              target_field: str | None = None, metric: str | None = None, labels: Sequence[str] | None = None,
              gold: str | None = None, model_options: Mapping[str, Any] | None = None,
              optimizer_options: Mapping[str, Any] | None = None, select_on: str = "dev", select_top: int = 3,
+             scale_to_budget: bool = True,
              config: RunConfig | None = None) -> Estimate:
     """Check a run's configuration and bound what it would spend, without calling any model.
 
@@ -197,14 +238,16 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     with Session(cfg.model, cfg.optimizer_model, budget=Budget(), cache_path=None, model_options=cfg.model_options,
                  optimizer_options=cfg.optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
+        modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
         strat.check_backend(session.target, mode)  # a missing capability is found by a dry run too
+        held_out = None
         if cfg.select_on == "held-out":  # a cap too small for the selection on dev, too
-            plan_held_out(task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top,
-                          budget=cfg.budget_for(mode))
+            held_out = plan_held_out(task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top,
+                                     budget=cfg.budget_for(mode))
         names = {session.target.name, session.optimizer.name}
         model_string = session.target.model_string
     budget = cfg.budget_for(mode)
-    per_example = _calls_per_example(task_obj, mode)
+    per_example = _calls_per_example(task_obj, mode, modes)
     test_calls = int(2 * len(task_obj.splits.test) * per_example)
     per_call = _tokens_per_call(task_obj, mode)
     search_target, search_optimizer = budget.target_calls, budget.optimizer_calls
@@ -214,27 +257,120 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     if budget.tokens is not None:
         tokens = budget.tokens if tokens is None else min(tokens, budget.tokens)
     usd = 0.0 if names <= LOCAL_BACKENDS else None
+    pricing = _Pricing.of(task_obj, mode, budget, cfg.finalist_reserve, held_out, modes)
+    scaling = _scaled(cfg, strat, pricing)
     est = Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=mode, budget=budget,
                    calls_per_example=per_example, search_target_calls=search_target,
                    search_optimizer_calls=search_optimizer, test_target_calls=test_calls,
-                   target_tokens_per_call=per_call, tokens=tokens, usd=usd)
-    return _with_plan(est, strat, task_obj, cfg.finalist_reserve)
+                   target_tokens_per_call=per_call, tokens=tokens, usd=usd, scaled=scaling.changes,
+                   scaling_short=cfg.scale_to_budget and not scaling.fits)
+    return _with_plan(est, scaling.strategy, pricing)
 
 
-def _with_plan(est: Estimate, strat: Strategy, task: Task, reserve: int | None) -> Estimate:
-    """``est`` with the strategy's plan: the steps and new fully scored candidates the budget fits."""
-    splits = task.splits
-    plan = strat.step_plan(len(splits.dev), len(splits.train))
+@dataclass(frozen=True)
+class _Pricing:
+    """What one run's plans cost in: its task, answer mode and budget, and the Run's finalist reserve.
+
+    ``dev_calls`` and ``n_train`` are the strategy's splits: with ``select_on="held-out"`` its search
+    split and the rest of train, and ``held_back`` the target calls the Run spends or keeps for the
+    selection on dev (the seed there, and ``select_top`` finalists), which the strategy never gets.
+    """
+
+    n_train: int
+    dev_calls: list[int]
+    budget: Budget
+    per_example: float
+    per_call: int
+    reserve: int | None
+    held_back: int = 0
+
+    @classmethod
+    def of(cls, task: Task, mode: str, budget: Budget, reserve: int | None,
+           held_out: HeldOutPlan | None = None, modes: Modes | None = None) -> _Pricing:
+        per_example, per_call = _calls_per_example(task, mode, modes), _tokens_per_call(task, mode)
+        if held_out is None:
+            return cls(len(task.splits.train), _dev_calls(task, mode, modes), budget, per_example, per_call,
+                       reserve)
+        held_back = held_out.reserve + sum(_calls_of(task, mode, held_out.dev, modes))
+        return cls(len(held_out.train), _calls_of(task, mode, held_out.search, modes), budget, per_example,
+                   per_call, reserve, held_back)
+
+
+@dataclass(frozen=True)
+class _Figures:
+    """A strategy's plan under a budget: what fits under each cap, the steps that fit (inf: no cap),
+    the new fully scored candidates (None: no cap and no end) and the target calls before step 1."""
+
+    plan: StepPlan
+    fit: _Fit
+    steps: float
+    new_full: int | None
+    fixed: float
+
+    def enough(self) -> bool:
+        """One full step and WANTED_NEW_FULL new fully scored candidates fit, or the whole paper loop does."""
+        whole_loop = self.plan.paper_steps is not None and self.steps >= self.plan.paper_steps
+        wanted = self.new_full is None or self.new_full >= WANTED_NEW_FULL
+        return whole_loop or (self.steps >= 1 and wanted)
+
+
+def _figures(strat: Strategy, pricing: _Pricing) -> _Figures | None:
+    """``strat``'s plan priced under ``pricing`` (None when it has no plan)."""
+    dev_calls = pricing.dev_calls
+    plan = strat.step_plan(len(dev_calls), pricing.n_train)
     if plan is None:
-        return est
-    dev_calls = _dev_calls(task, est.answer_mode)
-    kept, finalists_kept = _kept_for_finalists(strat, reserve, dev_calls, est.budget.target_calls)
-    seed = Spend(example_evals=len(splits.dev))  # the Run scores the seed on dev before step 1
-    costs = _cap_costs(est.budget, est.calls_per_example, est.target_tokens_per_call)
+        return None
+    cap = pricing.budget.target_calls
+    left = None if cap is None else cap - pricing.held_back  # the finalist reserve counts what is left after it
+    kept, finalists_kept = _kept_for_finalists(strat, pricing.reserve, dev_calls, left)
+    kept += pricing.held_back
+    seed = Spend(example_evals=len(dev_calls))  # the Run scores the seed on dev before step 1
+    costs = _cap_costs(pricing.budget, pricing.per_example, pricing.per_call)
     fit = _fit(plan, costs, seed, kept)
     steps = min(fit.steps.values(), default=math.inf)
-    fixed = est.target_calls_of(seed) + kept + est.target_calls_of(plan.setup)
+    fixed = (seed.example_evals + plan.setup.example_evals) * pricing.per_example + plan.setup.loss_calls + kept
     endless = math.isinf(steps) and plan.paper_steps is None  # no cap and no end: no count
-    est = replace(est, plan=plan, steps=None if math.isinf(steps) else steps, fixed_target_calls=math.ceil(fixed),
-                  new_full=None if endless else _new_full(plan, steps, finalists_kept))
-    return replace(est, warnings=(_warning(est, plan, steps, fit),)) if steps < 1 and plan.paper_steps != 0 else est
+    return _Figures(plan, fit, steps, None if endless else _new_full(plan, steps, finalists_kept), fixed)
+
+
+def _scaled(cfg: RunConfig, strat: Strategy, pricing: _Pricing) -> Scaling:
+    if not cfg.scale_to_budget:
+        return Scaling(strat)
+
+    def fits(candidate: Strategy) -> bool:
+        figures = _figures(candidate, pricing)
+        return figures is None or figures.enough()
+
+    return scale_to_fit(strat, fits, explicit_params(cfg.strategy, cfg.strategy_params))
+
+
+def scaled_to_budget(cfg: RunConfig, strat: Strategy, task: Task, mode: str,
+                     held_out: HeldOutPlan | None = None, modes: Modes | None = None) -> Scaling:
+    """``strat`` with its step-size parameters shrunk to ``cfg``'s budget in answer mode ``mode``.
+
+    With ``cfg.scale_to_budget``, the parameters the strategy names in ``scalable`` and ``cfg``
+    does not set explicitly shrink (see :mod:`promptopt.strategies._scaling`) until its plan fits
+    one full step and :data:`WANTED_NEW_FULL` new candidates scored on all of dev (or its whole
+    paper loop) after the seed on dev, its setup and the calls the Run keeps for finalists. The
+    Run calls it once the answer mode, and so the default budget, is known; so does the estimate.
+    With ``held_out`` (``select_on="held-out"``) the plan is priced on the search split, after the
+    calls held back for the selection on dev; on a set of tasks each example costs the calls of its
+    task's answer mode (``modes``).
+    """
+    pricing = _Pricing.of(task, mode, cfg.budget_for(mode), cfg.finalist_reserve, held_out, modes)
+    return _scaled(cfg, strat, pricing)
+
+
+def _with_plan(est: Estimate, strat: Strategy, pricing: _Pricing) -> Estimate:
+    """``est`` with the strategy's plan: the steps and new fully scored candidates the budget fits."""
+    figures = _figures(strat, pricing)
+    if figures is None:
+        return est
+    plan, steps = figures.plan, figures.steps
+    est = replace(est, plan=plan, steps=None if math.isinf(steps) else steps,
+                  fixed_target_calls=math.ceil(figures.fixed), new_full=figures.new_full)
+    if steps < 1 and plan.paper_steps != 0:
+        return replace(est, warnings=(_warning(est, plan, steps, figures.fit),))
+    if est.scaling_short and est.scaled and not figures.enough():
+        return replace(est, warnings=(_short_warning(est),))
+    return est

@@ -31,6 +31,7 @@ from promptopt.backends import Backend, RetryPolicy
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call, default_budget
 from promptopt.context import Context, FrontEntry, Selection
+from promptopt.estimate import scaled_to_budget
 from promptopt.evaluator import AnswerMode, EvalResult, Evaluator, resolve_answer_mode, resolve_answer_modes
 from promptopt.exceptions import BudgetExhausted, PromptoptError
 from promptopt.history import Candidate, History
@@ -84,6 +85,11 @@ class Result:
         per_task: on a set of tasks, each task's seed and best scores on dev and test (the set's
             dev and test scores are the means of these per-task means); empty on one task.
         unseen: each unseen task's seed and best scores on its test split (scored after the search).
+        scaled_to_budget: the strategy parameters shrunk to fit the budget, name -> [before, after]
+            (``RunConfig.scale_to_budget``; empty when none was).
+        scaling_short: True when parameters were scaled and even every one at its smallest left
+            less than one full step and three new fully scored candidates in the budget
+            (``promptopt.estimate`` and ``--dry-run`` say what would fit).
     """
 
     run_id: str
@@ -115,6 +121,8 @@ class Result:
     search_dev: float | None = None
     per_task: dict[str, TaskScores] = field(default_factory=dict)
     unseen: dict[str, TaskScores] = field(default_factory=dict)
+    scaled_to_budget: Mapping[str, list[int]] = field(default_factory=dict)
+    scaling_short: bool = False
 
     @property
     def test_score(self) -> float:
@@ -351,7 +359,7 @@ def optimize(task: str | Task | Sequence[str | Task] = "gsm8k", strategy: str | 
              replace_if: str = DEFAULT_RULE, select_on: str = "dev", select_top: int = 3,
              task_set: str | Path | None = None,
              unseen: str | Sequence[str | Task] | None = None, system: str | None = None,
-             config: RunConfig | None = None) -> Result:
+             scale_to_budget: bool = True, config: RunConfig | None = None) -> Result:
     """Search for a better prompt and score it once on the test split.
 
     Every argument but ``on_event`` and ``config`` is the field of :class:`RunConfig`
@@ -387,9 +395,6 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
 
         _import_mlflow()  # a missing package is bad input, found before anything is spent
     strat, task_obj = check_run_inputs(cfg)
-    finalist_reserve = cfg.finalist_reserve
-    if finalist_reserve is None:
-        finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
     with _open_session(cfg, task_obj) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
         modes = resolve_answer_modes(task_obj, session.target, cfg.answer_mode)
@@ -397,11 +402,17 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
         strat.check_backend(session.target, mode)
         held_out = None if cfg.select_on == "dev" else plan_held_out(
             task_obj, session.target, mode, seed=cfg.seed, select_top=cfg.select_top, budget=session.meter.budget)
+        scaling = scaled_to_budget(cfg, strat, task_obj, mode, held_out, modes)  # the budget is known here
+        strat = scaling.strategy
+        finalist_reserve = cfg.finalist_reserve
+        if finalist_reserve is None:
+            finalist_reserve = 1 if (strat.finalist_gap(len(task_obj.splits.dev)) or 0) > 0 else 0
         config = {"task": task_obj.name, "strategy": strat.name, "strategy_params": strat.get_params(),
                   "model": session.target.model_string, "optimizer_model": session.optimizer.model_string,
                   "budget": session.meter.budget.to_dict(), "finalist_reserve": finalist_reserve,
                   "replace_if": cfg.replace_if,
-                  "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config()}
+                  "seed": cfg.seed, "answer_mode": mode, "task_options": cfg.task_options().to_config(),
+                  **scaling.to_config()}  # absent when nothing is scaled: earlier run ids stay
         if held_out is not None:  # absent by default: earlier run ids stay
             config |= {"select_on": cfg.select_on, "select_top": cfg.select_top}
         config.update(set_config(task_obj, modes, cfg.system))  # nothing for one task: run ids stay
@@ -422,7 +433,8 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
                            else replace(task_obj.seed_prompt, system=cfg.system))
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
                                    store=store, on_event=on_event, finalist_reserve=finalist_reserve,
-                                   held_out=held_out, modes=modes, seed_prompt=seed_prompt), config)
+                                   held_out=held_out, modes=modes, seed_prompt=seed_prompt), config,
+                              scaling_short=bool(scaling.changes) and not scaling.fits)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)
@@ -460,7 +472,7 @@ def _both(first: EventCallback | None, second: EventCallback) -> EventCallback:
     return both
 
 
-def _execute(run: _Run, config: dict[str, Any]) -> Result:
+def _execute(run: _Run, config: dict[str, Any], *, scaling_short: bool = False) -> Result:
     run.emit(events.make(events.RUN_STARTED, schema_version=events.SCHEMA_VERSION))
     ctx = run.context()
     if run.dev_selection is not None:  # the seed's dev score, first, as when the search is on dev
@@ -505,7 +517,8 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         select_on=config.get("select_on", "dev"),
         search_dev=None if run.dev_selection is None else run.history.candidates[best.id].dev_mean(),
         **set_results(run.task, config.get("answer_modes", {}), run.tested, (seed_cand, best_cand),
-                      (seed_prompt, best), unseen))
+                      (seed_prompt, best), unseen),
+        scaled_to_budget=config.get("scaled_to_budget", {}), scaling_short=scaling_short)
     run.emit(events.make(events.RESULT, best_prompt_id=best.id, best_test=best_test.mean))
     if ctx.selector is not None:
         run.store.write_json(SELECTOR_FILE, ctx.selector.to_dict())

@@ -12,7 +12,9 @@ the best prompt found so far, so a strategy never counts its own calls.
 
 A strategy may also say what one step of its loop costs (:meth:`Strategy.step_plan`),
 so that :func:`promptopt.estimate` (``--dry-run``) can tell how much of the loop a
-budget pays for before anything is spent.
+budget pays for before anything is spent, and which parameters set that cost
+(:attr:`Strategy.scalable`), so that a run can shrink them to fit its budget
+(``promptopt.strategies._scaling``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from promptopt.context import Context
     from promptopt.prompt import Prompt
 
-__all__ = ["Spend", "StepPlan", "Strategy"]
+__all__ = ["Scalable", "Spend", "StepPlan", "Strategy"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,27 @@ class StepPlan:
     finish: Spend = field(default_factory=Spend)
 
 
+@dataclass(frozen=True)
+class Scalable:
+    """A parameter that sets the size of one step, which a run may shrink to fit its budget.
+
+    Attributes:
+        name: the constructor parameter (a whole number).
+        minimum: the smallest value that still runs the algorithm as meant (a beam of one, a
+            score set of ten examples); scaling never goes below it.
+        stage: parameters of a lower stage shrink first, all the way to their minimums, before
+            those of the next stage start; parameters of one stage shrink together, in proportion.
+
+    Example:
+        >>> Scalable("n_score", 10), Scalable("population_size", 3, stage=1)
+        (Scalable(name='n_score', minimum=10, stage=0), Scalable(name='population_size', minimum=3, stage=1))
+    """
+
+    name: str
+    minimum: int
+    stage: int = 0
+
+
 class Strategy(ABC):
     """Base class of every search strategy."""
 
@@ -95,6 +118,8 @@ class Strategy(ABC):
     needs_tokenizer: ClassVar[bool] = False
     #: True when it also needs the whole vocabulary (``ctx.tokenizer.vocabulary()``)
     needs_vocabulary: ClassVar[bool] = False
+    #: the parameters that set one step's cost, in the order a run shrinks them to fit its budget
+    scalable: ClassVar[tuple[Scalable, ...]] = ()
     #: True when it can search a set of tasks: it rewrites only ``ctx.text(prompt)`` through
     #: ``ctx.with_text`` (the shared system prompt on a set), never a field by name
     supports_task_sets: ClassVar[bool] = False

@@ -55,7 +55,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.prompt import Prompt
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_instruction
@@ -125,6 +125,10 @@ class APE(Strategy):
         "resample_rounds": Interval(int, 0), "stage_examples": Interval(int, 1),
         "stage_keep": Interval(float, 0.001, 1), "score_examples": (Interval(int, 1), OneOf((None,))),
     }
+    #: scaled to a budget: the filtering stages' sample first, then the proposals
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("stage_examples", 3), Scalable("n_demo_sets", 1, stage=1),
+        Scalable("prompts_per_demo_set", 3, stage=1))
 
     def __init__(self, *, n_demo_sets: int = 5, prompts_per_demo_set: int = 10, n_demos: int = 5,
                  temperature: float = 0.9, keep_fraction: float = 0.1, resample_rounds: int = 0,

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from promptopt.evaluator import EvalResult
 from promptopt.prompt import Prompt
 from promptopt.strategies._bandits import SELECTORS
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results, shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
@@ -134,6 +134,9 @@ class APO(Strategy):
         "eval_prompts_per_round": Interval(int, 1), "samples_per_eval": Interval(int, 1),
         "ucb_c": Interval(float, 0), "temperature": Interval(float, 0, 2),
     }
+    #: scaled to a budget: the minibatch first, then the beam and the successors each parent keeps
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("minibatch_size", 16), Scalable("beam_size", 1, stage=1), Scalable("max_expansion_factor", 3, stage=1))
 
     def __init__(self, *, beam_size: int = 4, rounds: int = 6, minibatch_size: int = 64,
                  n_gradients: int = 4, errors_per_gradient: int = 4, gradients_per_error: int = 1,

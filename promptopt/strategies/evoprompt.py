@@ -50,7 +50,7 @@ from collections.abc import Sequence
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._edits import split
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_tagged
@@ -184,6 +184,8 @@ class _EvoPrompt(Strategy):
     constraints: ClassVar[dict[str, Any]] = {
         "population_size": Interval(int, 2), "max_iterations": Interval(int, 0), "n_score": Interval(int, 1),
         "temperature": Interval(float, 0, 2), "score_incumbents": OneOf((True, False))}
+    #: scaled to a budget: the score set first, then the population (two parents for the GA's crossover)
+    scalable: ClassVar[tuple[Scalable, ...]] = (Scalable("n_score", 10), Scalable("population_size", 2, stage=1))
 
     def __init__(self, *, population_size: int = 10, max_iterations: int = 10, n_score: int = 100,
                  temperature: float = 0.5, score_incumbents: bool = True) -> None:
@@ -314,6 +316,8 @@ class EvoPromptDE(_EvoPrompt):
     name: ClassVar[str] = "evoprompt-de"
     supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "EvoPrompt DE: LLM mutates the donors' differences onto the best (Guo et al., 2024)"
+    #: the base and two donors: a population of three at least
+    scalable: ClassVar[tuple[Scalable, ...]] = (Scalable("n_score", 10), Scalable("population_size", 3, stage=1))
 
     def evolve(self, search: Search, population: list[Prompt]) -> None:
         ctx = search.ctx

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.context import FrontEntry
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._edits import LEVELS, Level
 from promptopt.strategies._objectives import (
     OBJECTIVE_LIST,
@@ -231,6 +231,8 @@ class MultiObjective(Strategy):
         "n_generations": Interval(int, 0), "crossover_prob": Interval(float, 0, 1), "n_score": Interval(int, 1),
         "level": OneOf(LEVELS), "operators": OPERATOR_LIST, "field": OneOf(("instruction", "system")),
         "temperature": Interval(float, 0, 2)}
+    #: scaled to a budget: the score set first, then the population
+    scalable: ClassVar[tuple[Scalable, ...]] = (Scalable("n_score", 10), Scalable("population_size", 2, stage=1))
 
     def __init__(self, *, objectives: str | tuple[str, ...] = "accuracy,length",
                  select: str = "shortest-within:0.01", population_size: int = 10, n_generations: int = 10,

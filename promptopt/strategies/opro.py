@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.prompt import Prompt
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import parse_instruction
@@ -141,6 +141,8 @@ class OPRO(Strategy):
         "min_score_shown": Interval(float, 0, 1), "score_examples": (Interval(int, 1), OneOf((None,))),
         "n_finalists": Interval(int, 1),
     }
+    #: scaled to a budget: the instructions proposed (and scored) per step
+    scalable: ClassVar[tuple[Scalable, ...]] = (Scalable("instructions_per_step", 3),)
 
     def __init__(self, *, n_steps: int = 200, instructions_per_step: int = 8, temperature: float = 1.0,
                  max_shown: int = 20, n_exemplars: int = 3, min_score_shown: float = 0.0,

@@ -69,7 +69,7 @@ from abc import abstractmethod
 from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._edits import LEVELS, Level
 from promptopt.strategies._operators import OPERATORS
 from promptopt.strategies._params import Interval, NameList, OneOf
@@ -115,6 +115,8 @@ class _Plum(Strategy):
 
     constraints: ClassVar[dict[str, Any]] = _COMMON
     supports_task_sets: ClassVar[bool] = True
+    #: scaled to a budget: the score set first, then the neighbourhood
+    scalable: ClassVar[tuple[Scalable, ...]] = (Scalable("n_score", 10), Scalable("n_candidates", 2, stage=1))
     level: Level
     operators: tuple[str, ...] | str
     field: str
@@ -372,6 +374,11 @@ class GeneticCrossover(_Plum):
     constraints: ClassVar[dict[str, Any]] = {
         **_COMMON, "population_size": Interval(int, 2), "n_offspring": Interval(int, 0),
         "mutation_prob": Interval(float, 0, 1), "tournament_size": Interval(int, 1)}
+    #: scaled to a budget: the score set first, then the population, the crossovers and the neighbours
+    #: of a mutating member (one neighbour is one mutation, the classic GA's)
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("n_score", 10), Scalable("population_size", 2, stage=1), Scalable("n_offspring", 1, stage=1),
+        Scalable("n_candidates", 1, stage=1))
 
     def __init__(self, *, population_size: int = 10, n_offspring: int = 5, mutation_prob: float = 0.5,
                  tournament_size: int = 2, level: Level = "phrase",

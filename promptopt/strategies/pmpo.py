@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.exceptions import ConfigError
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._edits import Level, field_text, split, with_field
 from promptopt.strategies._formatting import shorten
 from promptopt.strategies._loss_signals import SignalMeter, Signals
@@ -148,6 +148,10 @@ class PMPO(Strategy):
         "temperature": Interval(float, 0, 2), "record_both": OneOf((True, False)),
         "score_incumbents": OneOf((True, False)),
     }
+    #: scaled to a budget: the score set first, then the masks and the rewrites (hard examples x variants)
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("n_score", 10), Scalable("max_segments", 2, stage=1), Scalable("n_hard", 1, stage=1),
+        Scalable("n_variants", 2, stage=1))
 
     def __init__(self, *, level: Level = "sentence", field: str = "instruction", max_segments: int = 5,
                  n_score: int = 50, n_hard: int = 3, n_variants: int = 4, max_iterations: int = 20,

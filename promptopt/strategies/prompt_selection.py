@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.exceptions import BudgetExhausted
 from promptopt.selector import HashedFeatures, fit_selector, require_sklearn
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval
 from promptopt.strategies._parsing import parse_instruction
@@ -105,6 +105,11 @@ class PromptSelection(Strategy):
         "n_cluster_examples": Interval(int, 1), "n_score_examples": Interval(int, 2),
         "temperature": Interval(float, 0, 2), "inverse_regularization": Interval(float, 1e-6, 1e6),
     }
+    #: scaled to a budget: the evaluator's training sample first (down to ten inputs per prompt's regression),
+    #: then the database (two clusters, so a prompt per input is still a choice; one prompt each)
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("n_score_examples", 10), Scalable("n_clusters", 2, stage=1),
+        Scalable("prompts_per_cluster", 1, stage=1))
 
     def __init__(self, *, n_clusters: int = 4, prompts_per_cluster: int = 2, n_cluster_examples: int = 5,
                  n_score_examples: int = 40, temperature: float = 0.9, inverse_regularization: float = 1.0) -> None:

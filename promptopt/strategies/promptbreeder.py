@@ -52,7 +52,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._breeder import MUTATORS, Breeder, Unit
 from promptopt.strategies._edits import split_field
 from promptopt.strategies._formatting import shorten
@@ -102,6 +102,8 @@ class PromptBreeder(Strategy):
         "population_size": Interval(int, 2), "n_generations": Interval(int, 0), "minibatch_size": Interval(int, 1),
         "operators": NameList(tuple(MUTATORS), "operators"), "crossover_prob": Interval(float, 0, 1),
         "temperature": Interval(float, 0, 2), "score_elites": OneOf((True, False))}
+    #: scaled to a budget: the minibatch first, then the population
+    scalable: ClassVar[tuple[Scalable, ...]] = (Scalable("minibatch_size", 5), Scalable("population_size", 4, stage=1))
 
     def __init__(self, *, population_size: int = 10, n_generations: int = 20, minibatch_size: int = 10,
                  operators: str | tuple[str, ...] = MUTATORS, crossover_prob: float = 0.1,

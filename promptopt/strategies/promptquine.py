@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.prompt import Demo
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._loss_signals import Signal, SignalMeter
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._pruning import (
@@ -301,6 +301,9 @@ class PromptQuine(_Pruning):
         "max_candidates": Interval(int, 1), "min_length": Interval(int, 0),
         "tournament_fraction": Interval(float, 0, 1), "successive_halving": OneOf((True, False)),
         "rerank_percent": Interval(float, 0, 100)}
+    #: scaled to a budget: the children and the population first (the score set is small already), then it
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("reproduction_size", 4), Scalable("population_size", 4), Scalable("n_score", 8, stage=1))
 
     def __init__(self, *, population_size: int = 30, reproduction_size: int = 50, max_candidates: int = 10000,
                  min_length: int = 15, tournament_fraction: float = 0.2, successive_halving: bool = True,

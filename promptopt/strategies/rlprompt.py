@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._policy import Adam, TokenPolicy
 from promptopt.strategies._prompt_tokens import CandidateVocabulary, Written, parse_words
@@ -171,6 +171,9 @@ class RLPrompt(Strategy):
         "zscore": OneOf((True, False)), "correct_coeff": Interval(float, 0), "incorrect_coeff": Interval(float, 0),
         "eval_every": Interval(int, 0),
     }
+    #: scaled to a budget: the dev check's interval first (a check each step), then prompts x examples per step
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("eval_every", 1), Scalable("n_prompts", 2, stage=1), Scalable("n_examples", 4, stage=1))
 
     def __init__(self, *, prompt_length: int = 5, words: Sequence[str] | str | None = None, max_vocab: int = 1000,
                  placement: str = "prefix", n_prompts: int = 8, n_examples: int = 16, max_steps: int = 200,

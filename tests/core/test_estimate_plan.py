@@ -17,6 +17,8 @@ TASK = "synthetic:sentiment"  # 100 train, n_dev dev examples, two labels
 
 
 def _estimate(strategy: str, budget: promptopt.Budget, mode: str = "generate", **kw: object) -> promptopt.Estimate:
+    """The plan of the paper's parameters (not scaled to the budget)."""
+    kw = {"scale_to_budget": False, **kw}
     return promptopt.estimate(TASK, strategy, FakeBackend(), budget=budget, answer_mode=mode, n_dev=10, **kw)  # type: ignore[arg-type]
 
 
@@ -112,7 +114,7 @@ def test_the_plan_is_what_the_loop_spends(strategy: str, params: dict[str, objec
 
 def test_dry_run_prints_the_plan_and_warns_on_stderr(tmp_path: Path) -> None:
     base = ["optimize", "--task", TASK, "--model", "fake:x", "--strategy", "opro", "--answer-mode", "generate",
-            "--n-dev", "10", "--dry-run", "--runs-dir", str(tmp_path / "runs")]
+            "--n-dev", "10", "--dry-run", "--runs-dir", str(tmp_path / "runs"), "--no-scale-to-budget"]
     short = CliRunner().invoke(app, [*base, "--budget-target-calls", "89"], env={"COLUMNS": "200"})
     assert short.exit_code == 0, short.output
     warnings = [line for line in short.stderr.splitlines() if line.startswith("warning: ")]

@@ -153,8 +153,10 @@ def test_other_strategies_have_no_selector(kinds_task: Task, tmp_path: Path) -> 
 
 def test_a_budget_stop_keeps_a_selector_of_the_candidates_scored(kinds_task: Task, tmp_path: Path) -> None:
     # the seed on dev (10) and two candidates on 40 train inputs each fit; the third does not
+    # (n_score_examples given, so the step is not scaled down to fit the cap)
     result = promptopt.optimize(kinds_task, "prompt-selection", FakeBackend("kinds", reply=_reply),
-                                answer_mode="generate", strategy_params={"n_clusters": 2}, cache=False,
+                                answer_mode="generate", strategy_params={"n_clusters": 2, "n_score_examples": 40},
+                                cache=False,
                                 runs_dir=tmp_path / "runs", budget=promptopt.Budget(target_calls=100),
                                 finalist_reserve=0)
     assert result.stopped_by is not None and "target call cap" in result.stopped_by
