@@ -34,12 +34,14 @@ from promptopt.strategies.promptbreeder import PromptBreeder
 from promptopt.strategies.promptquine import PromptQuine, TAPruning
 from promptopt.strategies.promptwizard import PromptWizard
 from promptopt.strategies.rlprompt import RLPrompt
+from promptopt.strategies.sprig import SPRIG
 
 __all__ = ["APE", "APO", "GEPA", "OPRO", "PMPO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GeneticCrossover",
            "GeneticMutation", "HarmonySearch", "HillClimbing", "MultiObjective", "PromptBreeder", "PromptQuine",
            "PromptWizard", "RLPrompt", "SimulatedAnnealing", "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
            "get_strategy", "list_strategies"]
 __all__ += ["PromptSelection"]
+__all__ += ["SPRIG"]
 
 BUILTIN: dict[str, type[Strategy]] = {cls.name: cls for cls in (APO, OPRO, APE, PromptWizard, GEPA, FewShot)}
 BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticMutation, GeneticCrossover,
@@ -47,6 +49,7 @@ BUILTIN |= {cls.name: cls for cls in (HillClimbing, SimulatedAnnealing, GeneticM
 BUILTIN |= {cls.name: cls for cls in (EvoPromptGA, EvoPromptDE, PromptBreeder, MultiObjective)}
 BUILTIN |= {cls.name: cls for cls in (PMPO, PromptQuine, TAPruning, RLPrompt)}
 BUILTIN |= {cls.name: cls for cls in (PromptSelection,)}
+BUILTIN |= {cls.name: cls for cls in (SPRIG,)}
 
 
 @dataclass(frozen=True)
