@@ -1,6 +1,6 @@
 """The prompt components SPRIG assembles a system prompt from, by category.
 
-SPRIG (Zheng et al., 2024) searches over a corpus of about 300 components in nine
+SPRIG (Zhang et al., 2024) searches over a corpus of about 300 components in nine
 categories: good properties, role, style, emotion, scenario, jailbreak, safety,
 behavioural instructions and chain-of-thought. This is a small pool of our own
 wording in the same categories (a few per category), enough for the edit search to

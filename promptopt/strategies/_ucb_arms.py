@@ -1,6 +1,6 @@
 """UCB1 over named arms whose rewards are score changes.
 
-SPRIG (Zheng et al., 2024) keeps, for every prompt component, the score changes it
+SPRIG (Zhang et al., 2024) keeps, for every prompt component, the score changes it
 brought (adding it: child minus parent; deleting it: parent minus child) and tries the
 components with the highest upper confidence bound first. Unlike the best-arm
 identification of ``_bandits.py`` (which scores prompts on samples), the arms here are

@@ -1,6 +1,6 @@
 """SPRIG: a system prompt assembled from components by edit search, across many tasks.
 
-Zheng et al., 2024, "SPRIG: Improving Large Language Model Performance by System Prompt
+Zhang et al., 2024, "SPRIG: Improving Large Language Model Performance by System Prompt
 Optimization" (arXiv:2410.14826). A system prompt is a list of components (whole
 sentences: a role, a style, a chain-of-thought cue, ...), and one system prompt is
 searched for a whole set of tasks. Each iteration, as the reference code runs it
@@ -8,10 +8,11 @@ searched for a whole set of tasks. Each iteration, as the reference code runs it
 
 1. draw a minibatch: ``examples_per_task`` training examples of every task (10);
 2. for every prompt in the beam, make every one-edit neighbour: **delete** each
-   component, **swap** each pair, **paraphrase** each component (10 rewrites each) and
-   **add** each of the ``n_add`` (60) components with the highest upper confidence
-   bound at each position;
-3. score every candidate on the minibatch (the mean of its per-task means);
+   component, **swap** each pair, **paraphrase** each component (the paper's "rephrase",
+   10 rewrites each) and **add** each of the ``n_add`` (60) components with the highest
+   upper confidence bound at each position;
+3. score every candidate on the minibatch (the mean of its per-task means; the reference
+   pools the examples, the same number when every task gives as many);
 4. credit the components: adding one earns it child minus parent, deleting one earns it
    parent minus child; the UCB ranking of step 2 reads these rewards
    (mean + sqrt(2 ln N / n), components never tried first);
@@ -21,7 +22,9 @@ The search starts from the seed (the reference starts from an empty system promp
 seed here is the target model's default unless ``system=`` says otherwise) and runs until
 the budget ends (``max_iterations=None``; the reference sets 5000). The beam is offered
 to the Run as it changes and returned at the end, so the Run scores it on all of dev.
-On one task the same search edits the task's instruction (``ctx.text_field``).
+On one task the same search edits the task's instruction (``ctx.text_field``). Events:
+``sprig_iteration`` (beam, candidates, UCB order), ``sprig_paraphrases`` (a component's
+rewrites; every other reply is a ``skip``) and ``sprig_beam`` (the kept prompts, the rewards).
 
 Where this departs from the reference, and why:
 
@@ -37,6 +40,8 @@ Where this departs from the reference, and why:
 * a component already in a prompt is not added to it again;
 * candidates are scored in chunks of ``EVAL_CHUNK`` and the leaders are offered after each,
   so a budget stop keeps the best found; adds come in UCB order, best component first;
+* the first iteration adds the ``n_add`` components ranked first, as every later one does
+  (the reference adds the whole pool while no component has a reward yet);
 * ``substitute`` (a pool component in place of one) is available but off by default, as
   the paper has four operators; the reference's later reward-model filter is not built.
 
@@ -171,7 +176,7 @@ class SPRIG(Strategy):
     name: ClassVar[str] = "sprig"
     supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("system prompt built from a component pool: add / delete / swap / paraphrase "
-                              "edits, UCB-ranked components, beam over tasks (Zheng et al., 2024)")
+                              "edits, UCB-ranked components, beam over tasks (Zhang et al., 2024)")
     constraints: ClassVar[dict[str, Any]] = {
         "beam_size": Interval(int, 1), "examples_per_task": Interval(int, 1), "n_add": Interval(int, 0),
         "n_paraphrases": Interval(int, 1), "operators": NameList(SPRIG_OPERATORS, "operators"),
@@ -268,7 +273,7 @@ class _Search:
                 child = self.ctx.with_text(parent, change.units.join())
                 self.units.setdefault(child.id, change.units)
                 if self.ctx.record(child, [parent], change.edit.operator):
-                    note_edit(self.ctx, child, [change.edit])
+                    note_edit(self.ctx, child, [replace(change.edit, field=self.ctx.text_field)])
                 out.append(_Child(child, parent, change))
         return out
 
@@ -288,13 +293,16 @@ class _Search:
             self.can_propose = False
             return ()
         texts = []
-        for reply in replies:
+        for reply in replies:  # each reply is a rewrite (listed in the event below) or a logged skip
             text = clean_paraphrase(reply, component)
             if text is None:
                 self.ctx.skip("paraphrase", "no usable paraphrase", reply)
-            elif text != component:
+            elif text == component:
+                self.ctx.skip("paraphrase", "the component unchanged", reply)
+            else:
                 texts.append(text)
                 self.arm_of.setdefault(text, self.arm_of.get(component, component))
+        self.ctx.note("sprig_paraphrases", component=component, rewrites=texts)
         return tuple(dict.fromkeys(texts))
 
     # -- scoring and selection ----------------------------------------------------------------

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import promptopt
+from promptopt.cli import app
 from promptopt.strategies import SPRIG, get_strategy
 from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._edits import split
@@ -174,6 +176,8 @@ def test_minibatches_are_drawn_across_tasks_and_parents_compete_on_them(tmp_path
     searched = [e for e in events(result, "evaluation") if not e["dev"]]
     assert searched and all(e["n"] == 12 and set(e["per_task"]) == {"alpha", "beta", "gamma"} for e in searched)
     assert all(e["per_task"]["beta"]["n"] == 3 for e in searched)
+    edits = [edit for e in events(result, "edit") for edit in e["edits"]]
+    assert edits and {edit["field"] for edit in edits} == {"system"}  # the edits name the shared system prompt
 
 
 def test_unseen_tasks_are_never_evaluated_during_the_search(tmp_path: Path) -> None:
@@ -205,6 +209,27 @@ def test_a_component_is_paraphrased_once_per_run_and_its_paraphrase_credits_it(t
     assert "Reason one step at a time." not in arms and arms[STEP]["pulls"] >= 2
 
 
+def test_every_paraphrase_reply_is_a_rewrite_or_a_logged_skip(tmp_path: Path) -> None:
+    # a rewrite, the component unchanged, no letters, the same rewrite again
+    replies = ["Reason one step at a time", "Think step by step.", "42", "Reason one step at a time"]
+
+    def optimizer(req: Request) -> str:
+        return replies[req.sample_index] if STEP in req.messages[-1].content else "ok"
+
+    result = promptopt.optimize([labelled("alpha"), labelled("beta")],
+                                SPRIG(**{**EDITS_ONLY, "operators": "paraphrase"}, n_paraphrases=4, beam_size=1,
+                                      max_iterations=2),
+                                fake(lambda s: False, optimizer), system=STEP, runs_dir=tmp_path / "runs",
+                                cache=False, budget=promptopt.Budget(target_calls=4000))
+    (made,) = events(result, "sprig_paraphrases")  # asked once, though the beam kept STEP both iterations
+    assert made == {**made, "component": STEP, "rewrites": ["Reason one step at a time."] * 2}
+    skips = [(e["operator"], e["reason"]) for e in events(result, "skip")]
+    assert sorted(skips) == [("paraphrase", "no usable paraphrase"), ("paraphrase", "the component unchanged")]
+    assert result.usage["search"]["optimizer"]["calls"] == len(made["rewrites"]) + len(skips) == 4
+    children = [e for e in events(result, "candidate") if e["operator"] == "paraphrase"]
+    assert [e["prompt"]["system"] for e in children] == ["Reason one step at a time."]  # the same rewrite once
+
+
 # --- one task, bad input, the budget -------------------------------------------------------------------
 
 def test_on_one_task_it_edits_the_instruction(tmp_path: Path) -> None:
@@ -212,6 +237,7 @@ def test_on_one_task_it_edits_the_instruction(tmp_path: Path) -> None:
     assert result.best_dev == 1.0 and result.best_prompt.system == ""
     assert STEP in result.best_prompt.instruction and "Answer about alpha." in result.best_prompt.instruction
     assert all(e["prompt"]["system"] == "" for e in events(result, "candidate"))
+    assert {edit["field"] for e in events(result, "edit") for edit in e["edits"]} == {"instruction"}
 
 
 @pytest.mark.parametrize(("params", "fragment"), [
@@ -256,3 +282,15 @@ def test_step_plan_counts_one_iteration_with_a_full_beam() -> None:
     small = SPRIG(beam_size=2, n_add=5, operators="add,swap", max_iterations=4).step_plan(30, 6)
     assert small == StepPlan("iteration", Spend(example_evals=(2 + 2 * (4 * 5 + 3)) * 6), paper_steps=4,
                              finish=Spend(example_evals=2 * 30, new_full=2))
+
+
+def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["optimize", "--strategy", "sprig", "--task",
+                                      "synthetic:sentiment,synthetic:arithmetic", "--model", "fake:x", "--param",
+                                      "max_iterations=4", "--param", "beam_size=2", "--dry-run", "--runs-dir",
+                                      str(tmp_path / "runs")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    plan = SPRIG(beam_size=2).step_plan(30, 100).per_step
+    assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, "
+                     f"{plan.optimizer_calls:,.0f} optimizer calls", result.stdout), result.stdout
+    assert "the paper's loop runs 4" in result.stdout and not (tmp_path / "runs").exists()
