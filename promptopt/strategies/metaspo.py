@@ -31,10 +31,23 @@ under the same system prompt); they are not in the Result. A candidate carrying 
 tuned instruction is asked on that task's examples only: on a set, a candidate's non-empty
 instruction replaces the member's own (``TaskSet.prompt_for``).
 
-Where this departs from the reference, and why: a task whose best user prompt makes no
-error on its training examples gets no rewrite (nothing to analyse), and when no task has
-one, no system prompt is proposed; a rewrite equal to a prompt already held is dropped;
-scores are accuracy on the task's metric (the reference's metrics are per task too).
+Where this departs from the reference, and why:
+
+* the meta score is the mean over tasks of each task's mean over its user prompts, so every
+  task weighs the same (the paper's objective is an expectation over tasks); the reference
+  pools every (task, user prompt) pair, which weighs a task by how many user prompts it keeps
+  (the same number when every task keeps as many);
+* the system prompt's rewrite is shown the errors beside the analysis, as APO's edit is (the
+  reference's system writer reads the analysis alone);
+* a task whose best user prompt makes no error on its training examples gets no rewrite
+  (nothing to analyse), and when no task has one, no system prompt is proposed;
+* a rewrite equal to a prompt already held is dropped, as a ``skip`` event, not scored again;
+* scores are the task's own metric (the reference's metrics are per task too).
+
+Events: ``metaspo_inner`` (per task: the rewrites proposed, the user prompts kept with their
+scores), ``metaspo_outer`` (each system prompt tried with its meta score, the one kept) and,
+at the end, ``metaspo_user_prompts``. Each optimizer reply is a critique, a rewrite listed
+there, or a ``skip``.
 
 Needs a set of at least two tasks (``min_tasks``): on one task there is nothing to
 meta-learn across, and the Run refuses before any call.
@@ -205,17 +218,22 @@ class _Bilevel:
     # -- inner loop: each task's user prompts -------------------------------------------------
     def inner_loop(self, iteration: int) -> None:
         for task in self.ctx.task_names:
-            best = self.users[task][0]
+            best, proposed = self.users[task][0], []
             for _ in range(self.strategy.n_user_candidates):
                 new = self._rewrite_user(task, best)
-                if new is None or new in self.users[task]:
+                if new is None:
                     continue
+                if new in self.users[task]:
+                    self.ctx.skip("user-rewrite", "a user prompt the task already holds", new)
+                    continue
+                proposed.append(new)
                 self.ctx.record(self.prompt(self.system, task, new), [self.prompt(self.system, task, best)],
                                 "user-rewrite")
                 self.users[task].append(new)
                 self._score(self.system, task, [new])
             self._keep_best(task)
-            self.ctx.note("metaspo_inner", iteration=iteration, task=task, user_prompts=self._shown(task))
+            self.ctx.note("metaspo_inner", iteration=iteration, task=task, proposed=proposed,
+                          user_prompts=self._shown(task))
 
     def _rewrite_user(self, task: str, instruction: str) -> str | None:
         errors = self._errors(task, instruction)
@@ -250,7 +268,11 @@ class _Bilevel:
         proposals = []
         for _ in range(self.strategy.n_system_candidates):  # all from the current one, as the reference
             new = self._rewrite_system()
-            if new is not None and new != self.system and new not in proposals:
+            if new is None:
+                continue
+            if new == self.system or new in proposals:
+                self.ctx.skip("system-rewrite", "the current system prompt or one proposed already", new)
+            else:
                 proposals.append(new)
         best, best_score, tried = self.system, self._meta_score(self.system), []
         for system in proposals:

@@ -143,6 +143,29 @@ def test_the_system_writer_sees_errors_of_several_tasks_and_their_instructions(t
     assert 'alpha: "Answer about alpha."' in critique and "system prompt shared by 3 tasks" in critique
 
 
+def test_every_optimizer_reply_is_a_critique_a_listed_rewrite_or_a_logged_skip(tmp_path: Path) -> None:
+    system_critiques = itertools.count()
+
+    def optimizer(text: str) -> str:
+        if "reasons why" in text:  # the second critique of a system prompt is empty
+            empty = "user prompt" not in text and next(system_critiques) == 1
+            return "" if empty else "<START>Too vague.<END>"
+        return "<START>Look closely.<END>" if "user prompt" in text else "<START>Be careful.<END>"
+
+    model = fake(lambda *_: False, optimizer)
+    result = run([labelled("alpha"), labelled("beta")], model, tmp_path, n_user_candidates=3, n_system_candidates=3)
+    inner = {e["task"]: e["proposed"] for e in events(result, "metaspo_inner")}
+    assert inner == {"alpha": ["Look closely."], "beta": ["Look closely."]}  # the same rewrite again is skipped
+    (outer,) = events(result, "metaspo_outer")
+    skips = [(e["operator"], e["reason"]) for e in events(result, "skip")]
+    assert sorted(skips) == [("gradient", "empty reply"),
+                             ("system-rewrite", "the current system prompt or one proposed already")] + [
+                             ("user-rewrite", "a user prompt the task already holds")] * 4
+    # each rewrite follows a critique with reasons: 6 + 3 critiques, 6 + 2 rewrites
+    rewrites = sum(map(len, inner.values())) + len(outer["candidates"]) + sum(s[0] != "gradient" for s in skips)
+    assert result.usage["search"]["optimizer"]["calls"] == 2 * rewrites + 1 == 17
+
+
 # --- the set, the Run, one task --------------------------------------------------------------------
 
 def test_unseen_tasks_are_never_evaluated_during_the_search(tmp_path: Path) -> None:
@@ -198,3 +221,14 @@ def test_parameters_round_trip_and_the_plan() -> None:
     assert MetaSPO().step_plan(20, 1000) == StepPlan(
         "iteration", Spend(example_evals=6 * 50 + 9 * 2 * 3 * 50, optimizer_calls=2 * (6 + 9)), paper_steps=3,
         setup=Spend(example_evals=2 * 50), finish=Spend(example_evals=3 * 20, new_full=3))
+
+
+def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["optimize", "--strategy", "metaspo", "--task",
+                                      "synthetic:sentiment,synthetic:arithmetic", "--model", "fake:x", "--param",
+                                      "iterations=2", "--param", "n_system_candidates=4", "--dry-run", "--runs-dir",
+                                      str(tmp_path / "runs")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    # 2 x 3 user rewrites and 4 system prompts, two optimizer calls each
+    assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, 20 optimizer calls", result.stdout)
+    assert "the paper's loop runs 2" in result.stdout and not (tmp_path / "runs").exists()
