@@ -19,6 +19,7 @@ BENCHMARKS = {
     "turned_down": "bench.turned_down",  # test scores of the winners the replacement rule kept the seed against
     "families_figures": "bench.families_figures",  # the families grid's figures and PNGs, from its runs
     "plans": "bench.plans",  # how much of each strategy's loop the default budget pays for (no model call)
+    "task_sets": "bench.task_sets",  # one system prompt over many tasks (seen, unseen); per-input selection
 }
 
 

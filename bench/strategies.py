@@ -40,6 +40,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--choice-target-calls", type=int, default=800,
                    help="target-call budget per choice-mode run (one call per label per example)")
     p.add_argument("--optimizer-calls", type=int, default=10, help="optimizer-call budget per run")
+    p.add_argument("--default-budget", action="store_true",
+                   help="the budget a user gets without --budget (promptopt.config.default_budget of the mode); "
+                        "the call options above are then ignored")
     p.add_argument("--strategy-params", default="{}",
                    help='JSON: hyper-parameters per strategy, e.g. {"hill-climb": {"n_score": 20}} (recorded per row)')
     p.add_argument("--n-dev", type=int, default=20)
@@ -60,10 +63,11 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
 
         labels = load_task(job["task"], data_dir=job["data_dir"], n_dev=1, n_test=1, n_train=1, offline=True).labels
         target_calls *= len(labels or ())
+    budget = None if job.get("default_budget") else promptopt.Budget(
+        target_calls=target_calls, optimizer_calls=job["optimizer_calls"])
     result = promptopt.optimize(
         task=job["task"], strategy=job["strategy"], answer_mode=job["mode"], seed=job["seed"],
-        strategy_params=job["params"].get(job["strategy"]) or None,
-        budget=promptopt.Budget(target_calls=target_calls, optimizer_calls=job["optimizer_calls"]),
+        strategy_params=job["params"].get(job["strategy"]) or None, budget=budget,
         n_dev=job["n_dev"], n_test=job["n_test"], data_dir=job["data_dir"], offline=True,
         runs_dir=job["out"] + "/runs", cache=job["out"] + "/cache.sqlite",
         model_options={"n_threads": 1})
@@ -76,11 +80,14 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             "tokens": search["target"]["tokens"] + search["optimizer"]["tokens"],
             "stopped_by": result.stopped_by, "run_dir": result.run_dir,
             "replaced": result.best_prompt.id != result.seed_prompt.id,
+            "full_dev_candidates": result.n_fully_scored - 1,  # the seed is always scored on all of dev
             "strategy_seconds": result.strategy_seconds, "seconds": round(time.monotonic() - started, 1)}
 
 
 def _settings(job: dict[str, Any]) -> dict[str, int]:
     """What must match for two runs to sit in one table: the budget and the split sizes."""
+    if job.get("default_budget"):
+        return {"default_budget": 1, "n_dev": job["n_dev"], "n_test": job["n_test"]}
     return {k: job[k] for k in ("target_calls", "optimizer_calls", "n_dev", "n_test")} | (
         {"per_example": 1} if job.get("per_example") else {})
 
@@ -101,12 +108,13 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         groups[(r["task"], r["mode"])].append(r)
     lines = ["| task | mode | prompt | seeds | dev | test | target calls | optimizer calls | seed replaced | "
-             "own compute (% of run) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "own compute (% of run) | new candidates on all of dev | stopped by |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, mode), group in sorted(groups.items()):
         seeds = {r["seed"]: r for r in group}
         lines.append(f"| {task} | {mode} | seed prompt | {len(seeds)} | "
                      f"{mean_sd([r['seed_dev'] for r in seeds.values()])} | "
-                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – | – | – |")
+                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – | – | – | – | – |")
         by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
             by_strategy[r["strategy"]].append(r)
@@ -116,8 +124,23 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
                          f"{mean_sd([r['best_test'] for r in rs])} | "
                          f"{statistics.mean(r['target_calls'] for r in rs):.0f} | "
                          f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} | "
-                         f"{sum(bool(r.get('replaced')) for r in rs)}/{len(rs)} | {_own_share(rs)} |")
+                         f"{sum(bool(r.get('replaced')) for r in rs)}/{len(rs)} | {_own_share(rs)} | "
+                         f"{_mean_of(rs, 'full_dev_candidates')} | {_stops(rs)} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> str:
+    """The mean of a column the older rows may lack ("–" when none has it)."""
+    values = [r[key] for r in rows if key in r]
+    return f"{statistics.mean(values):.1f}" if values else "–"
+
+
+def _stops(rows: list[dict[str, Any]]) -> str:
+    """Which cap ended each run, with counts ("finished" when the strategy ended its own loop)."""
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r.get("stopped_by") or "finished"] += 1
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
 
 
 def _own_share(rows: list[dict[str, Any]]) -> str:
@@ -141,6 +164,7 @@ def main(argv: list[str]) -> int:
                  target_calls=args.choice_target_calls if m == "choice" else args.target_calls,
                  optimizer_calls=args.optimizer_calls, n_dev=args.n_dev, n_test=args.n_test,
                  data_dir=data_dir, out=str(out), per_example=args.per_example,
+                 default_budget=args.default_budget,
                  params=json.loads(args.strategy_params))
             for m in args.modes.split(",") for t in args.tasks.split(",") for s in args.seeds.split(",")
             for st in args.strategies.split(",") if (t, m, int(s), st) not in done]

@@ -123,7 +123,8 @@ def _print_result(result: Any) -> None:
         s, t = search[role], total[role]
         out.print(f"{role:9s} calls: search {s['calls']} (paid {s['paid_calls']}), with test {t['calls']} "
                   f"(paid {t['paid_calls']}); tokens {t['tokens']:,}", highlight=False)
-    out.print(f"candidates: {result.n_candidates}; stopped by: {result.stopped_by or 'finished'}", highlight=False)
+    out.print(f"candidates: {result.n_candidates} ({result.n_fully_scored} scored on all of dev); "
+              f"stopped by: {result.stopped_by or 'finished'}", highlight=False)
     if result.replacement is not None:
         out.print(result.replacement.describe(), highlight=False)
     if result.per_task:  # a set of tasks shares the system prompt; each task keeps its instruction

@@ -300,7 +300,9 @@ class Context:
 
     def sample_across_tasks(self, items: Sequence[T], k: int, example_id: Callable[[T], str]) -> list[T]:
         """A seeded sample of ``min(k, len(items))`` items spread evenly over a set's tasks
-        (each task gets its share, the remainder going to tasks in turn); :meth:`sample` on one task.
+        (each task gets its share; the remainder, or all of ``k`` when it is below the number of
+        tasks, goes to tasks in a seeded random order, so no task is favoured by its place in
+        the set); :meth:`sample` on one task.
 
         ``example_id`` gives an item's example id (``lambda ex: ex.id``, ``lambda r: r.example_id``).
         """
@@ -310,6 +312,7 @@ class Context:
         for item in items:
             groups.setdefault(self.task_of(example_id(item)), []).append(item)
         pools = [self.rng.sample(group, len(group)) for group in groups.values()]  # each shuffled once
+        self.rng.shuffle(pools)  # which tasks get the remainder changes from draw to draw
         picked: list[T] = []
         while len(picked) < min(k, len(items)):
             for pool in pools:

@@ -62,6 +62,9 @@ class Result:
         best_test / seed_test: test scores with 95% confidence intervals, each measured once.
         usage: calls and tokens per role, for the search and for the final test evaluation.
         stopped_by: the budget cap that ended the search, or None if it finished.
+        n_candidates: prompts the search made, the seed included.
+        n_fully_scored: of those, the ones scored on all of dev (the seed included): the
+            candidates the final choice was made among.
         selection: the rule that picked ``best_prompt`` among candidates scored on all of
             dev (``best-dev-mean`` unless the strategy declared its own).
         replacement: how the ``replace_if`` rule judged the search's winner against the seed
@@ -101,6 +104,7 @@ class Result:
     stopped_by: str | None
     n_candidates: int
     selection: str = "best-dev-mean"
+    n_fully_scored: int = 0
     replacement: Replacement | None = None
     front: tuple[FrontEntry, ...] = ()
     strategy_seconds: float = field(default=0.0, compare=False)
@@ -494,7 +498,8 @@ def _execute(run: _Run, config: dict[str, Any]) -> Result:
         seed=config["seed"], seed_prompt=seed_prompt, best_prompt=best, seed_dev=seed_dev,
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
-        n_candidates=len(run.history.candidates), selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
+        n_candidates=len(run.history.candidates), n_fully_scored=len(run.history.fully_scored()),
+        selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
         selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test,
         select_on=config.get("select_on", "dev"),

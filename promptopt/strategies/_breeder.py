@@ -21,17 +21,25 @@ structure (an ``INSTRUCTION`` line, then the reply's slot):
 The paper filters near duplicates by BERT embedding similarity (> 0.95); with
 no embedding model here, by the similarity of the word sequences
 (``difflib`` ratio > 0.95). The problem description is the seed's instruction.
+
+On a set of tasks the task prompt is the shared system prompt (``ctx.text``):
+the problem description is the seed's system prompt, and the requests, the
+starting mutation prompts and the control labels say "system prompt" where they
+said "instruction" (a reply's first line may then start with ``NEW SYSTEM PROMPT:``).
+The hypermutation requests keep their wording: what they ask for is a mutation
+prompt, an instruction to the optimizer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from typing import TYPE_CHECKING
 
 from promptopt.strategies._parsing import clean_prompt_text
+from promptopt.strategies._task_sets import worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -87,6 +95,7 @@ INSTRUCTION_TOKENS = 120
 MUTATION_PROMPT_TOKENS = 60
 _NUMBERING = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
 _LABEL = re.compile(r"^\s*(?:NEW |IMPROVED )?INSTRUCTION:\s*", re.IGNORECASE)
+_SYSTEM_LABEL = re.compile(r"^\s*(?:NEW |IMPROVED )?SYSTEM PROMPT:\s*", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -118,13 +127,18 @@ class Mutant:
     parents: tuple[Prompt, ...]
 
 
-def distinct(prompts: Sequence[Prompt], threshold: float = 0.95) -> list[Prompt]:
-    """``prompts`` without near duplicates: one is left out when its instruction's words are more
-    than ``threshold`` similar (difflib ratio) to an earlier kept one's."""
+def _instruction(prompt: Prompt) -> str:
+    return prompt.instruction
+
+
+def distinct(prompts: Sequence[Prompt], threshold: float = 0.95, *,
+             text: Callable[[Prompt], str] = _instruction) -> list[Prompt]:
+    """``prompts`` without near duplicates: one is left out when its instruction's words (``text``'s:
+    the text under search) are more than ``threshold`` similar (difflib ratio) to an earlier kept one's."""
     kept: list[Prompt] = []
     for prompt in prompts:
-        words = prompt.instruction.lower().split()
-        if all(SequenceMatcher(None, words, k.instruction.lower().split(), autojunk=False).ratio() <= threshold
+        words = text(prompt).lower().split()
+        if all(SequenceMatcher(None, words, text(k).lower().split(), autojunk=False).ratio() <= threshold
                for k in kept):
             kept.append(prompt)
     return kept
@@ -134,8 +148,8 @@ def _numbered(instructions: Sequence[str]) -> str:
     return "\n".join(f"{i}. {' '.join(text.split())}" for i, text in enumerate(instructions, 1))
 
 
-def first_line(reply: str) -> str | None:
-    """The first usable line of a reply, without a list number or an echoed control label
+def first_line(reply: str, label: re.Pattern[str] = _LABEL) -> str | None:
+    """The first usable line of a reply, without a list number or an echoed control ``label``
     (small models run on past the instruction, so only its first line is taken).
 
     Example:
@@ -143,7 +157,7 @@ def first_line(reply: str) -> str | None:
         'Read it twice.'
     """
     for line in reply.splitlines():
-        text = clean_prompt_text(_LABEL.sub("", _NUMBERING.sub("", line)).strip())
+        text = clean_prompt_text(label.sub("", _NUMBERING.sub("", line)).strip())
         if text:
             return text
     return None
@@ -154,7 +168,7 @@ class Breeder:
 
     Args:
         ctx: the run's context.
-        problem: the problem description (the seed's instruction).
+        problem: the problem description (the seed's text under search).
         temperature: optimizer sampling temperature.
 
     Once the optimizer's call cap refuses a request, :attr:`capped` is True and
@@ -164,6 +178,12 @@ class Breeder:
     def __init__(self, ctx: Context, problem: str, temperature: float) -> None:
         self.ctx, self.problem, self.temperature = ctx, problem, temperature
         self.capped = False
+        #: the starting mutation prompts, as they read for the text under search
+        self.mutation_prompts = tuple(worded(m, ctx.text_field) for m in MUTATION_PROMPTS)
+
+    def request(self, template: str, **fields: str) -> str:
+        """A request template, worded for the text under search, filled in."""
+        return worded(template, self.ctx.text_field).format(**fields)
 
     def ask(self, request: str, max_tokens: int = INSTRUCTION_TOKENS) -> str | None:
         """One optimizer reply, or None once the call cap refuses."""
@@ -176,7 +196,7 @@ class Breeder:
         """The instruction in a reply (:func:`first_line`); a reply with none is logged as a ``skip``."""
         if reply is None:
             return None
-        text = first_line(reply)
+        text = first_line(reply, _SYSTEM_LABEL if self.ctx.text_field == "system" else _LABEL)
         if text is None:
             self.ctx.skip(operator, "no usable instruction", reply)
         return text
@@ -184,15 +204,15 @@ class Breeder:
     # -- initialisation ----------------------------------------------------------------------------
     def initial(self, seed: Prompt) -> Mutant:
         """A starting unit: a random mutation prompt and thinking style applied to the problem."""
-        mutation, style = self.ctx.rng.choice(MUTATION_PROMPTS), self.ctx.rng.choice(THINKING_STYLES)
-        reply = self.ask(INITIAL.format(mutation=mutation, style=style, instruction=self.problem))
+        mutation, style = self.ctx.rng.choice(self.mutation_prompts), self.ctx.rng.choice(THINKING_STYLES)
+        reply = self.ask(self.request(INITIAL, mutation=mutation, style=style, instruction=self.problem))
         return Mutant(self.instruction(reply, "init"), mutation, (seed,))
 
     # -- mutation ----------------------------------------------------------------------------------
     def applicable(self, operators: Sequence[str], unit: Unit, population: Sequence[Unit]) -> list[str]:
         """The operators that can act on ``unit``: EDA needs two distinct task prompts, lineage an
         elite, Lamarckian a correct working-out."""
-        many = len(distinct(list({u.prompt.id: u.prompt for u in population}.values()))) >= 2
+        many = len(distinct(list({u.prompt.id: u.prompt for u in population}.values()), text=self.ctx.text)) >= 2
         needs = {"eda": many, "eda-rank": many, "lineage": bool(unit.elites), "lamarckian": bool(unit.workings)}
         return [op for op in operators if needs.get(op, True)]
 
@@ -206,7 +226,7 @@ class Breeder:
             reply = self.ask(ZERO_ORDER.format(problem=self.problem))
             return Mutant(self.instruction(reply, operator), unit.mutation_prompt, (unit.prompt,))
         if operator == "lamarckian":
-            reply = self.ask(LAMARCKIAN.format(working=self.ctx.rng.choice(unit.workings)))
+            reply = self.ask(self.request(LAMARCKIAN, working=self.ctx.rng.choice(unit.workings)))
             return Mutant(self.instruction(reply, operator), unit.mutation_prompt, (unit.prompt,))
         if operator == "first-order":
             return self.first_order(unit, unit.mutation_prompt, operator)
@@ -214,23 +234,24 @@ class Breeder:
 
     def first_order(self, unit: Unit, mutation: str, operator: str) -> Mutant:
         """The mutation prompt ``mutation`` applied to the unit's task prompt."""
-        reply = self.ask(MUTATE.format(mutation=mutation, instruction=unit.prompt.instruction))
+        reply = self.ask(self.request(MUTATE, mutation=mutation, instruction=self.ctx.text(unit.prompt)))
         return Mutant(self.instruction(reply, operator), mutation, (unit.prompt,))
 
     def from_list(self, operator: str, unit: Unit, population: Sequence[Unit]) -> Mutant:
         """EDA, EDA rank-and-index and lineage mutation: continue a numbered list of instructions."""
         if operator == "lineage":
             listed = list(unit.elites)
-            request = LINEAGE.format(items=_numbered([p.instruction for p in listed]), next=len(listed) + 1)
+            request = self.request(LINEAGE, items=_numbered([self.ctx.text(p) for p in listed]),
+                                   next=str(len(listed) + 1))
         else:
             ranked = sorted(population, key=lambda u: u.fitness)  # ascending, ties keep population order
-            listed = distinct(list({u.prompt.id: u.prompt for u in ranked}.values()))
+            listed = distinct(list({u.prompt.id: u.prompt for u in ranked}.values()), text=self.ctx.text)
             if operator == "eda":
                 listed = self.ctx.rng.sample(listed, len(listed))
-            items = _numbered([p.instruction for p in listed])
-            request = (EDA.format(items=items, next=len(listed) + 1) if operator == "eda" else
-                       EDA_RANK.format(mutation=unit.mutation_prompt, items=items, next=len(listed) + 1,
-                                       last=len(listed)))
+            items = _numbered([self.ctx.text(p) for p in listed])
+            request = (self.request(EDA, items=items, next=str(len(listed) + 1)) if operator == "eda" else
+                       self.request(EDA_RANK, mutation=unit.mutation_prompt, items=items, next=str(len(listed) + 1),
+                                    last=str(len(listed))))
         parents = (unit.prompt, *(p for p in listed if p.id != unit.prompt.id))
         reply = self.ask(request)
         return Mutant(self.instruction(reply, operator), unit.mutation_prompt, parents)

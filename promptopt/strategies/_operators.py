@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptopt.prompt import Prompt
 from promptopt.strategies._edits import Level, Units, field_text, split, split_field, with_field
+from promptopt.strategies._task_sets import worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -230,9 +231,12 @@ def llm_rewriter(ctx: Context, *, temperature: float) -> Rewrite:
 
     The unit's trailing punctuation is kept (a phrase that ended a sentence
     still does); a reply with no usable text is logged as a ``skip`` and gives None.
+    On a set of tasks the request calls the text a system prompt.
     """
+    template = worded(PARAPHRASE_PROMPT, ctx.text_field)
+
     def rewrite(unit: str) -> str | None:
-        reply = ctx.propose(PARAPHRASE_PROMPT.format(unit=unit), temperature=temperature,
+        reply = ctx.propose(template.format(unit=unit), temperature=temperature,
                             max_tokens=PARAPHRASE_TOKENS)[0]
         text = clean_paraphrase(reply, unit)
         if text is None:

@@ -40,6 +40,11 @@ by default); each filtering pass costs about ``candidates`` × ``stage_examples`
 would cost ``candidates`` × the scoring set. Needs only generation from the
 optimizer; in ``choice`` answer mode the target model must also score
 log-probabilities.
+
+On a set of tasks it induces the shared system prompt (``ctx.text``): each
+demonstration set is spread over the tasks and names each pair's task, the
+requests ask for a system prompt, and each filtering stage takes its examples
+from every task in turn.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_instruction
+from promptopt.strategies._task_sets import sample_over_tasks, task_namer, worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -80,6 +86,7 @@ Variation:"""
 INSTRUCTION_TOKENS = 80
 # Chat models often restate the question: "The instruction was to ...".
 _RESTATED = re.compile(r"^(?:the\s+)?instruction\s+(?:was|is)\s*(?:to\s+)?:?\s*", re.IGNORECASE)
+_RESTATED_SYSTEM = re.compile(r"^(?:the\s+)?system\s+prompt\s+(?:was|is)\s*(?:to\s+)?:?\s*", re.IGNORECASE)
 
 
 class APE(Strategy):
@@ -109,6 +116,7 @@ class APE(Strategy):
     """
 
     name: ClassVar[str] = "ape"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("instruction induction from demonstrations and adaptive filtering, "
                               "optionally iterative resampling (Zhou et al., 2023)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -160,7 +168,8 @@ class APE(Strategy):
         return evals, alive if done else 0
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)
+        scoring_set = ctx.dev if self.score_examples is None else sample_over_tasks(
+            ctx, ctx.train, self.score_examples, lambda ex: ex.id)
         pool_size = self.n_demo_sets * self.prompts_per_demo_set
         keep = max(1, math.ceil(self.keep_fraction * pool_size))
         candidates = self.propose(ctx)
@@ -178,9 +187,11 @@ class APE(Strategy):
         """Instructions induced from ``n_demo_sets`` sets of training demonstrations."""
         out = []
         for _ in range(self.n_demo_sets):
-            demos = format_demonstrations(ctx.sample(ctx.train, self.n_demos))
+            demos = format_demonstrations(sample_over_tasks(ctx, ctx.train, self.n_demos, lambda ex: ex.id),
+                                          task_of=task_namer(ctx))
             # APE collects a pool before scoring any: a cap reached while collecting leaves the pool in hand
-            replies = ctx.propose_within_cap(INDUCTION_PROMPT.format(demos=demos), n=self.prompts_per_demo_set,
+            replies = ctx.propose_within_cap(worded(INDUCTION_PROMPT, ctx.text_field).format(demos=demos),
+                                             n=self.prompts_per_demo_set,
                                              temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
             if replies is None:
                 break
@@ -194,8 +205,9 @@ class APE(Strategy):
         per_elite = math.ceil(n / len(elites))
         out = []
         for elite in elites:
-            replies = ctx.propose_within_cap(RESAMPLE_PROMPT.format(instruction=elite.instruction), n=per_elite,
-                                             temperature=self.temperature, max_tokens=INSTRUCTION_TOKENS)
+            request = worded(RESAMPLE_PROMPT, ctx.text_field).format(instruction=ctx.text(elite))
+            replies = ctx.propose_within_cap(request, n=per_elite, temperature=self.temperature,
+                                             max_tokens=INSTRUCTION_TOKENS)
             if replies is None:
                 break
             out += self._candidates(ctx, "resample", replies, parent=elite)
@@ -204,14 +216,15 @@ class APE(Strategy):
     @staticmethod
     def _candidates(ctx: Context, operator: str, replies: Sequence[str], parent: Prompt | None) -> list[Prompt]:
         base = parent or ctx.seed_prompt  # keeps the seed's template, system text and demos
+        restated = _RESTATED_SYSTEM if ctx.text_field == "system" else _RESTATED
         out = []
         for reply in replies:
             text, how = parse_instruction(reply)
-            text = clean_prompt_text(_RESTATED.sub("", text)) if text else None
+            text = clean_prompt_text(restated.sub("", text)) if text else None
             if text is None:
                 ctx.skip(operator, f"no usable instruction ({how})", reply)
                 continue
-            child = base.with_instruction(text[0].upper() + text[1:])
+            child = ctx.with_text(base, text[0].upper() + text[1:])
             ctx.record(child, [parent] if parent else [], operator)
             out.append(child)
         return out
@@ -226,7 +239,7 @@ class APE(Strategy):
         once ``keep`` or fewer are left they are scored on all remaining examples.
         """
         alive = list({p.id: p for p in candidates}.values())
-        order = ctx.sample(examples, len(examples))
+        order = sample_over_tasks(ctx, examples, len(examples), lambda ex: ex.id)  # on a set, tasks take turns
         scores: dict[str, list[float]] = {p.id: [] for p in alive}
         done = 0
         while alive and done < len(order):

@@ -37,6 +37,9 @@ Cost drivers: ``population_size`` optimizer calls and ``population_size``
 new prompts per iteration, each scored on ``n_score`` examples, plus n_dev
 target calls per new best. Needs only generation from the optimizer; in
 ``choice`` answer mode the target model must also score log-probabilities.
+
+On a set of tasks the shared system prompt evolves (``ctx.text``): the score set
+is drawn evenly from every task and the requests speak of system prompts.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_tagged
 from promptopt.strategies._plum_search import Search
 from promptopt.strategies._selection import roulette, top_k
+from promptopt.strategies._task_sets import worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -122,9 +126,9 @@ def differing_parts(first: str, second: str) -> list[tuple[str, str]]:
             for tag, i1, i2, j1, j2 in matcher.get_opcodes() if tag != "equal"]
 
 
-def de_request(base: str, first: str, second: str, best: str) -> str:
+def de_request(base: str, first: str, second: str, best: str, *, text_field: str = "instruction") -> str:
     """The DE optimizer request: only the parts where the donors ``first`` and ``second`` differ,
-    the current best and the base.
+    the current best and the base (speaking of system prompts when ``text_field`` is ``"system"``).
 
     Example:
         >>> request = de_request("Label it.", "Label a review now.", "Label a tweet now.", "Say what it is.")
@@ -133,7 +137,7 @@ def de_request(base: str, first: str, second: str, best: str) -> str:
     """
     parts = differing_parts(first, second)
     listed = "\n".join(f'"{a}" / "{b}"' if a and b else f'"{a or b}" / (nothing)' for a, b in parts)
-    return DE_PROMPT.format(parts=listed or "(none: A and B are the same)", best=best, base=base)
+    return worded(DE_PROMPT, text_field).format(parts=listed or "(none: A and B are the same)", best=best, base=base)
 
 
 def final_instruction(reply: str, last_step: int) -> str | None:
@@ -166,7 +170,7 @@ def _llm_child(ctx: Context, parents: Sequence[Prompt], reply: str, operator: st
     if text is None:
         ctx.skip(operator, "no usable instruction", reply)
         return None
-    child = parents[0].with_instruction(text)
+    child = ctx.with_text(parents[0], text)
     if any(child.id == p.id for p in parents):
         ctx.skip(operator, "the reply repeats a parent", reply)
         return None
@@ -206,7 +210,7 @@ class _EvoPrompt(Strategy):
                         finish=Spend() if best else Spend(example_evals=n_dev, new_full=1))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        search = Search(ctx, field="instruction", level="word", operators=(), n_score=self.n_score,
+        search = Search(ctx, field=ctx.text_field, level="word", operators=(), n_score=self.n_score,
                         score_incumbents=self.score_incumbents, temperature=self.temperature)
         if search.ready():
             population = self.initial_population(search)
@@ -217,7 +221,7 @@ class _EvoPrompt(Strategy):
     def initial_population(self, search: Search) -> list[Prompt] | None:
         """The seed and its paraphrases, scored; None when the optimizer's cap refused them."""
         ctx, seed = search.ctx, search.seed
-        replies = ctx.propose_within_cap(PARAPHRASE_PROMPT.format(instruction=seed.instruction),
+        replies = ctx.propose_within_cap(worded(PARAPHRASE_PROMPT, ctx.text_field).format(instruction=ctx.text(seed)),
                                          n=self.population_size - 1, temperature=self.temperature,
                                          max_tokens=INSTRUCTION_TOKENS)
         if replies is None:
@@ -261,6 +265,7 @@ class EvoPromptGA(_EvoPrompt):
     """
 
     name: ClassVar[str] = "evoprompt-ga"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "EvoPrompt GA: LLM crossover + mutation, roulette parents, top-N (Guo et al., 2024)"
 
     def evolve(self, search: Search, population: list[Prompt]) -> None:
@@ -271,7 +276,8 @@ class EvoPromptGA(_EvoPrompt):
             stopped = False
             for _ in range(self.population_size):
                 first, second = (population[k] for k in roulette(fitness, ctx.rng, k=2))
-                reply = self.propose(search, GA_PROMPT.format(first=first.instruction, second=second.instruction))
+                reply = self.propose(search, worded(GA_PROMPT, ctx.text_field).format(first=ctx.text(first),
+                                                                                      second=ctx.text(second)))
                 if reply is None:
                     stopped = True
                     break
@@ -306,6 +312,7 @@ class EvoPromptDE(_EvoPrompt):
     """
 
     name: ClassVar[str] = "evoprompt-de"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "EvoPrompt DE: LLM mutates the donors' differences onto the best (Guo et al., 2024)"
 
     def evolve(self, search: Search, population: list[Prompt]) -> None:
@@ -315,8 +322,8 @@ class EvoPromptDE(_EvoPrompt):
             following = list(population)
             for j, base in enumerate(population):
                 first, second = self.donors(ctx, population, j)
-                reply = self.propose(search, de_request(base.instruction, first.instruction,
-                                                        second.instruction, best.instruction))
+                reply = self.propose(search, de_request(ctx.text(base), ctx.text(first), ctx.text(second),
+                                                        ctx.text(best), text_field=ctx.text_field))
                 if reply is None:
                     self.note_population(search, following, index)
                     return

@@ -30,13 +30,19 @@ Cost drivers: per iteration ``minibatch_size`` target evaluations for the parent
 accepted child one evaluation per Pareto example (``n_pareto``). Needs only
 generation from the optimizer; in ``choice`` answer mode the target must score
 log-probabilities.
+
+On a set of tasks it rewrites the shared system prompt (``ctx.text``): every
+epoch of minibatches and the Pareto subset (``n_pareto``) take examples from
+the tasks in turn, the reflection asks for a system prompt and names each
+example's task (an example's answer is shown in its own task's mode), and the
+merge combines system prompts sentence by sentence.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -47,6 +53,7 @@ from promptopt.strategies._formatting import shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._pareto import ParetoPool, merge_instructions
 from promptopt.strategies._parsing import clean_prompt_text, parse_tagged
+from promptopt.strategies._task_sets import answer_mode_of, describe_task, sample_over_tasks, task_namer, worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -104,6 +111,7 @@ class GEPA(Strategy):
     """
 
     name: ClassVar[str] = "gepa"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("reflective prompt evolution: rewrite from metric feedback, accept only "
                               "minibatch improvements, Pareto-front parents (Agrawal et al., 2025)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -131,7 +139,8 @@ class GEPA(Strategy):
         if not ctx.train:
             ctx.note("stop", reason="no training examples to reflect on")
             return pool.finalists()
-        sampler = _EpochSampler(ctx.train, self.minibatch_size, ctx.rng)
+        sampler = _EpochSampler(ctx.train, self.minibatch_size, ctx.rng,
+                                order=lambda items: sample_over_tasks(ctx, items, len(items), lambda ex: ex.id))
         merges = _MergeSchedule()
         perfect_streak = 0
         for iteration in itertools.islice(itertools.count(), self.max_iterations):
@@ -164,7 +173,7 @@ class GEPA(Strategy):
         """The dev split, or a seeded subset of ``n_pareto`` dev examples."""
         if self.n_pareto is None or self.n_pareto >= len(ctx.dev):
             return list(ctx.dev)
-        return ctx.sample(ctx.dev, self.n_pareto)
+        return sample_over_tasks(ctx, ctx.dev, self.n_pareto, lambda ex: ex.id)
 
     # -- reflective mutation (Algorithm 1) ---------------------------------------------------
     def reflect(self, ctx: Context, pool: ParetoPool, minibatch: Sequence[Example],
@@ -179,7 +188,7 @@ class GEPA(Strategy):
         text = self.propose_instruction(ctx, parent, before, minibatch)
         if text is None:
             return "skipped"
-        child = parent.with_instruction(text)
+        child = ctx.with_text(parent, text)
         ctx.record(child, [parent], "reflect")
         if pool.index(child) is not None:
             ctx.note("reject", prompt_id=child.id, parent=parent.id, reason="already in the pool")
@@ -198,15 +207,16 @@ class GEPA(Strategy):
     def propose_instruction(self, ctx: Context, parent: Prompt, result: EvalResult,
                             minibatch: Sequence[Example]) -> str | None:
         """Ask the optimizer for a new instruction from the parent's outputs and feedback."""
-        reply = ctx.propose(REFLECT_PROMPT.format(
-            description=ctx.task.description or ctx.task.name, instruction=parent.instruction,
-            examples=_format_feedback(result, minibatch, show_output=ctx.answer_mode == "generate")),
+        reply = ctx.propose(worded(REFLECT_PROMPT, ctx.text_field).format(
+            description=describe_task(ctx), instruction=ctx.text(parent),
+            examples=_format_feedback(result, minibatch, show_output=lambda i: answer_mode_of(ctx, i) == "generate",
+                                      task_of=task_namer(ctx))),
             temperature=self.temperature, max_tokens=REFLECT_TOKENS)[0]
         text, how = _parse_instruction(reply)
         if text is None:
             ctx.skip("reflect", f"no usable instruction ({how})", reply)
             return None
-        if text == parent.instruction:
+        if text == ctx.text(parent):
             ctx.skip("reflect", "instruction unchanged", reply)
             return None
         return text
@@ -243,8 +253,9 @@ class GEPA(Strategy):
                 return None
             merges.tried.add(triplet)
             i, j, a = triplet
-            text = merge_instructions(pool.prompts[a], pool.prompts[i], pool.prompts[j])
-            child = pool.prompts[i].with_instruction(text) if text else None
+            # the merge reads each prompt's instruction sentences: give it the text under search there
+            text = merge_instructions(*(Prompt(ctx.text(pool.prompts[k])) for k in (a, i, j)))
+            child = ctx.with_text(pool.prompts[i], text) if text else None
             if child is not None and pool.index(child) is None:
                 ctx.record(child, [pool.prompts[i], pool.prompts[j]], "merge")
                 ctx.note("merge", prompt_id=child.id, parents=[pool.prompts[i].id, pool.prompts[j].id],
@@ -279,16 +290,19 @@ class _MergeSchedule:
 
 class _EpochSampler:
     """Minibatches that go through the training set in a fresh seeded order each
-    epoch (the reference implementation's default batch sampler)."""
+    epoch (the reference implementation's default batch sampler); ``order``, if
+    given, draws that order instead of ``rng`` (on a set of tasks the tasks take turns in it)."""
 
-    def __init__(self, items: Sequence[Example], size: int, rng: random.Random) -> None:
+    def __init__(self, items: Sequence[Example], size: int, rng: random.Random,
+                 order: Callable[[Sequence[Example]], list[Example]] | None = None) -> None:
         self.items, self.size, self.rng = list(items), min(size, len(items)), rng
+        self.order = order or (lambda items: self.rng.sample(items, len(items)))
         self.batches_per_epoch = -(-len(self.items) // self.size)
         self._queue: list[Example] = []
 
     def next(self) -> list[Example]:
         if len(self._queue) < self.size:
-            order = self.rng.sample(self.items, len(self.items))
+            order = self.order(self.items)
             # top the last batch up with the next epoch's first examples, never a repeat in one batch
             self._queue += [ex for ex in order if ex not in self._queue[: self.size]]
         batch, self._queue = self._queue[: self.size], self._queue[self.size:]
@@ -303,14 +317,17 @@ def _scores(result: EvalResult) -> dict[str, float]:
     return {e.example_id: e.score for e in result.examples}
 
 
-def _format_feedback(result: EvalResult, examples: Sequence[Example], *, show_output: bool) -> str:
-    """Numbered blocks: input, the model's answer (raw output in generate mode), feedback."""
+def _format_feedback(result: EvalResult, examples: Sequence[Example], *, show_output: Callable[[str], bool],
+                     task_of: Callable[[str], str] | None = None) -> str:
+    """Numbered blocks: input, the model's answer (raw output where ``show_output(example id)``,
+    i.e. in generate mode), feedback; with ``task_of`` (on a set of tasks) each names its task."""
     by_id = {ex.id: ex for ex in examples}
     blocks = []
     for n, res in enumerate(result.examples, 1):
-        answer = shorten(res.output, 400) if show_output else str(res.answer)
+        answer = shorten(res.output, 400) if show_output(res.example_id) else str(res.answer)
         feedback = res.feedback or ("correct" if res.score >= 1.0 else f"score {res.score:.2f}")
-        blocks.append(f"Example {n}\nInput: {shorten(by_id[res.example_id].input, 300)}\n"
+        head = f"Example {n} (task {task_of(res.example_id)})" if task_of else f"Example {n}"
+        blocks.append(f"{head}\nInput: {shorten(by_id[res.example_id].input, 300)}\n"
                       f"Assistant's answer: {answer or '(nothing)'}\nFeedback: {feedback}")
     return "\n\n".join(blocks)
 

@@ -52,6 +52,11 @@ scored on ``n_score`` examples (``loss`` as an objective: twice), front members
 on dev, and one optimizer call per paraphrase edit. ``margin`` and ``loss``
 need a target backend that scores log-probabilities; ``margin`` needs choice
 mode and ``output-length`` generate mode.
+
+On a set of tasks the edited field is the shared system prompt whatever
+``field`` says, the score set is drawn evenly from every task, ``length`` is
+the system prompt's, and ``margin`` / ``output-length`` need every task in
+their mode.
 """
 
 from __future__ import annotations
@@ -211,7 +216,7 @@ class MultiObjective(Strategy):
         crossover_prob: chance that a child is a crossover of two parents rather than one edit (0.5).
         n_score: score-set size in training examples (100, Plum's).
         level, operators, field, temperature: the edit neighbourhood, as Plum's (see
-            :mod:`promptopt.strategies.plum`).
+            :mod:`promptopt.strategies.plum`; on a set of tasks the field is ``"system"``).
 
     Example:
         >>> MultiObjective(objectives="accuracy,loss").get_params()["select"]
@@ -219,6 +224,7 @@ class MultiObjective(Strategy):
     """
 
     name: ClassVar[str] = "multiobjective"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "TAPO-style evolution with Pareto selection over named objectives (Luo et al., 2025)"
     constraints: ClassVar[dict[str, Any]] = {
         "objectives": OBJECTIVE_LIST, "select": _RuleConstraint(), "population_size": Interval(int, 2),
@@ -275,14 +281,16 @@ class MultiObjective(Strategy):
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         objectives = parse_objectives(self.objectives)
-        check_answer_mode(objectives, ctx.answer_mode, owner=self.name)
+        for mode in dict.fromkeys([ctx.answer_mode, *(ctx.answer_modes[name] for name in ctx.task_names)]):
+            check_answer_mode(objectives, mode, owner=self.name)  # on a mixed set, each task's mode
         length = PromptLength(ctx)
         ctx.note("objectives", objectives={o.name: o.direction for o in objectives}, select=self.select,
                  length_measure=length.method)
         front = _DevFront(ctx, objectives, length)
         ctx.select_final_by(self.select, front.picker(parse_rule(self.select)))
         front.add([ctx.seed_prompt])
-        search = Search(ctx, field=self.field, level=self.level, operators=operator_names(self.operators),
+        field = self.field if ctx.text_field == "instruction" else ctx.text_field  # a set shares only its system
+        search = Search(ctx, field=field, level=self.level, operators=operator_names(self.operators),
                         n_score=self.n_score, score_incumbents=False, temperature=self.temperature)
         if search.ready():
             self.evolve(search, objectives, front, length)

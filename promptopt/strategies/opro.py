@@ -27,11 +27,16 @@ many candidates, each scored on the whole scoring set (dev, or
 ``score_examples``), plus ``n_finalists`` dev evaluations in train-scoring
 mode. Needs only generation from the optimizer; in ``choice`` answer mode the
 target model must also score log-probabilities.
+
+On a set of tasks it writes the shared system prompt (``ctx.text``): the
+meta-prompt asks for a system prompt, each step's exemplars are spread over the
+tasks and name their task, and a training scoring set (``score_examples``) is
+drawn evenly from every task.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -40,6 +45,7 @@ from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import parse_instruction
+from promptopt.strategies._task_sets import sample_over_tasks, task_namer, worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -59,6 +65,8 @@ Write the new instruction between <INS> and </INS>."""
 
 EXEMPLAR_INTRO = ("Here are examples of the task. The instruction is placed before each input, "
                   "and the model should give the output shown.\n\n")
+SET_EXEMPLAR_INTRO = ("Here are examples of the tasks. The system prompt is placed before each task's own "
+                      "instruction and input, and the model should give the output shown.\n\n")
 
 # The reference code drops replies longer than this; an instruction is a sentence or two.
 MAX_INSTRUCTION_CHARS = 500
@@ -75,12 +83,15 @@ class Scored:
     step: int
 
 
-def build_meta_prompt(shown: Sequence[tuple[str, float]], exemplars: Sequence[Example]) -> str:
+def build_meta_prompt(shown: Sequence[tuple[str, float]], exemplars: Sequence[Example], *,
+                      task_of: Callable[[str], str] | None = None) -> str:
     """The OPRO meta-prompt (Section 4 and Figure 3 of the paper), in our wording.
 
     Args:
         shown: (instruction, score in [0, 1]) pairs to show.
         exemplars: task examples shown with their expected outputs.
+        task_of: on a set of tasks, each exemplar's task by example id: the texts shown and asked
+            for are then system prompts, and each exemplar names its task.
 
     Returns:
         The prompt for the optimizer model: the instructions by ascending score
@@ -91,10 +102,13 @@ def build_meta_prompt(shown: Sequence[tuple[str, float]], exemplars: Sequence[Ex
         >>> text.index("Think first.") > text.index("Be brief.") and "Score: 75" in text
         True
     """
+    field = "system" if task_of else "instruction"
     ordered = sorted(shown, key=lambda pair: pair[1])
-    lines = "\n\n".join(f"Instruction: <INS>{text}</INS>\nScore: {round(score * 100)}" for text, score in ordered)
-    examples = EXEMPLAR_INTRO + format_demonstrations(exemplars) + "\n\n" if exemplars else ""
-    return META_PROMPT.format(trajectory=lines or "(none yet)", exemplars=examples)
+    label = worded("Instruction", field)
+    lines = "\n\n".join(f"{label}: <INS>{text}</INS>\nScore: {round(score * 100)}" for text, score in ordered)
+    intro = SET_EXEMPLAR_INTRO if task_of else EXEMPLAR_INTRO
+    examples = intro + format_demonstrations(exemplars, task_of=task_of) + "\n\n" if exemplars else ""
+    return worded(META_PROMPT, field).format(trajectory=lines or "(none yet)", exemplars=examples)
 
 
 class OPRO(Strategy):
@@ -118,6 +132,7 @@ class OPRO(Strategy):
     """
 
     name: ClassVar[str] = "opro"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("LLM as optimizer: a meta-prompt of past instructions sorted by score "
                               "plus exemplars asks for better ones (Yang et al., 2024)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -156,14 +171,16 @@ class OPRO(Strategy):
                                                             new_full=self.n_finalists))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        scoring_set = ctx.dev if self.score_examples is None else ctx.sample(ctx.train, self.score_examples)
+        scoring_set = ctx.dev if self.score_examples is None else sample_over_tasks(
+            ctx, ctx.train, self.score_examples, lambda ex: ex.id)
         trajectory = self.score(ctx, [ctx.seed_prompt], scoring_set, step=-1)
         for step in range(self.n_steps):
             shown = self.shown(trajectory)
             ctx.note("step", index=step, shown=[s.prompt.id for s in shown],
                      best=max(s.score for s in trajectory))
-            meta_prompt = build_meta_prompt([(s.prompt.instruction, s.score) for s in shown],
-                                            ctx.sample(ctx.train, self.n_exemplars))
+            meta_prompt = build_meta_prompt([(ctx.text(s.prompt), s.score) for s in shown],
+                                            sample_over_tasks(ctx, ctx.train, self.n_exemplars, lambda ex: ex.id),
+                                            task_of=task_namer(ctx))
             replies = ctx.propose(meta_prompt, n=self.instructions_per_step, temperature=self.temperature,
                                   max_tokens=PROPOSAL_TOKENS)
             new = self.read_replies(ctx, replies, trajectory, [s.prompt for s in shown])
@@ -190,7 +207,7 @@ class OPRO(Strategy):
             if text is None:
                 ctx.skip("opro", f"no usable instruction ({how})", reply)
                 continue
-            child = ctx.seed_prompt.with_instruction(text)
+            child = ctx.with_text(ctx.seed_prompt, text)
             if child.id in seen:  # the reference code never scores an instruction twice
                 ctx.skip("opro", "repeats an earlier instruction", reply)
                 continue

@@ -35,12 +35,17 @@ by dev score. With ``score_incumbents`` every new best is scored on dev as it
 is found, so a run the budget stops still keeps it. See docs/design-notes.md
 ("Plum") for where this differs from the paper.
 
+On a set of tasks the edited field is the shared system prompt whatever
+``field`` says (each task keeps its own instruction), the score set is drawn
+evenly from every task, and a paraphrase request speaks of a system prompt.
+
 Parameters every Plum strategy has (defaults: the reference code's):
 
 * ``level``: unit granularity, ``"phrase"`` (Plum's), ``"sentence"`` or ``"word"``;
 * ``operators``: edit operators to draw from, a list or comma-separated names
   (default delete, swap, paraphrase, add);
-* ``field``: the prompt field edited, ``"instruction"`` (Plum's) or ``"system"``;
+* ``field``: the prompt field edited, ``"instruction"`` (Plum's) or ``"system"``
+  (on a set of tasks always ``"system"``);
 * ``n_candidates``: neighbours (harmonies) per iteration (m = 10);
 * ``max_iterations``: iterations at most (50);
 * ``patience``: stop after this many iterations in a row without improvement (7);
@@ -109,6 +114,7 @@ class _Plum(Strategy):
     """What the six share: the edit neighbourhood, the score set, the stopping rules."""
 
     constraints: ClassVar[dict[str, Any]] = _COMMON
+    supports_task_sets: ClassVar[bool] = True
     level: Level
     operators: tuple[str, ...] | str
     field: str
@@ -137,7 +143,8 @@ class _Plum(Strategy):
         return 0
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        search = Search(ctx, field=self.field, level=self.level, operators=operator_names(self.operators),
+        field = self.field if ctx.text_field == "instruction" else ctx.text_field  # a set shares only its system
+        search = Search(ctx, field=field, level=self.level, operators=operator_names(self.operators),
                         n_score=self.n_score, score_incumbents=self.score_incumbents, temperature=self.temperature)
         if search.ready():
             self.run(search)

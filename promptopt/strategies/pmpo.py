@@ -34,14 +34,21 @@ each scored on ``n_score`` examples (one target call each for the loss, twice
 that in preference mode, plus an evaluation with ``record_both``), and
 ``n_hard`` optimizer calls of ``n_variants`` samples. Needs log-probabilities
 from the target backend (``needs_score``).
+
+On a set of tasks the optimised field is the shared system prompt whatever
+``field`` says; the score set is drawn evenly from every task (a prompt's loss
+is the mean over its examples), the hard examples are each task's hardest in
+turn (losses of different tasks are not on one scale), and each names its task.
+Preference pairs are scored on one task only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from promptopt.exceptions import ConfigError
 from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._edits import Level, field_text, split, with_field
 from promptopt.strategies._formatting import shorten
@@ -49,6 +56,7 @@ from promptopt.strategies._loss_signals import SignalMeter, Signals
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import parse_instruction
 from promptopt.strategies._pruning import contiguous_groups, keep_units
+from promptopt.strategies._task_sets import describe_task, sample_over_tasks, task_namer, worded
 from promptopt.tasks._preference import rejected_text
 
 if TYPE_CHECKING:
@@ -112,7 +120,7 @@ class PMPO(Strategy):
 
     Args:
         level: edit-unit granularity the segments are made of, ``"sentence"`` or ``"phrase"``.
-        field: the prompt field optimised, ``"instruction"`` or ``"system"``.
+        field: the prompt field optimised, ``"instruction"`` or ``"system"`` (on a set of tasks always ``"system"``).
         max_segments: segments masked per iteration at most (the paper: up to 5).
         n_score: training examples every candidate's loss is measured on (the paper: at most 50).
         n_hard: highest-loss examples the rewrites are built around (3).
@@ -129,6 +137,7 @@ class PMPO(Strategy):
     """
 
     name: ClassVar[str] = "pmpo"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("loss-based: mask segments, rewrite around the highest-loss examples, keep the "
                               "lowest loss (Zhao et al., 2025)")
     needs_score: ClassVar[bool] = True
@@ -178,24 +187,32 @@ class PMPO(Strategy):
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         meter = SignalMeter(ctx, lead="loss", record_both=self.record_both, beta=self.beta)
-        score_set = ctx.sample(ctx.train, self.n_score)
+        if meter.preference and ctx.text_field == "system":
+            raise ConfigError("PMPO scores preference pairs (chosen/rejected) on one task, not on a set of tasks; "
+                              "got a set whose tasks are all preference files: optimize each task alone")
+        field = self.edited_field(ctx)
+        score_set = sample_over_tasks(ctx, ctx.train, self.n_score, lambda ex: ex.id)
         current = ctx.seed_prompt
-        if not score_set or not field_text(current, self.field).strip():
+        if not score_set or not field_text(current, field).strip():
             ctx.note("stop", reason=f"nothing to optimise: {len(score_set)} training examples, "
-                                    f"{self.field} {field_text(current, self.field)!r}")
+                                    f"{field} {field_text(current, field)!r}")
             return [current]
         for index in range(1, self.max_iterations + 1):
             deltas, segments = self.mask_analysis(ctx, meter, current, score_set, index)
-            hard = self.hardest(meter, current, score_set)
+            hard = self.hardest(meter, current, score_set, task_of=task_namer(ctx))
             children = self.rewrite(ctx, current, segments, deltas, hard)
             current = self.select(ctx, meter, current, children, score_set, index)
         return [current]
+
+    def edited_field(self, ctx: Context) -> str:
+        """``field``; on a set of tasks the shared system prompt, the only field its tasks share."""
+        return self.field if ctx.text_field == "instruction" else ctx.text_field
 
     # -- the four steps ---------------------------------------------------------------------
     def mask_analysis(self, ctx: Context, meter: SignalMeter, current: Prompt, score_set: Sequence[Example],
                       index: int) -> tuple[list[float], list[Segment]]:
         """Each segment's ΔL: the loss without it minus the incumbent's loss."""
-        segments = mask_segments(current, self.field, self.level, self.max_segments)
+        segments = mask_segments(current, self.edited_field(ctx), self.level, self.max_segments)
         for segment in segments:
             ctx.record(segment.masked, [current], "mask")
         measured = meter.measure([current, *(s.masked for s in segments)], score_set)
@@ -206,19 +223,23 @@ class PMPO(Strategy):
                            for s, d in zip(segments, deltas, strict=True)])
         return deltas, segments
 
-    def hardest(self, meter: SignalMeter, current: Prompt, score_set: Sequence[Example]) -> list[tuple[Example, float]]:
-        """The ``n_hard`` examples with the highest loss under ``current`` (ties: the earlier)."""
+    def hardest(self, meter: SignalMeter, current: Prompt, score_set: Sequence[Example],
+                task_of: Callable[[str], str] | None = None) -> list[tuple[Example, float]]:
+        """The ``n_hard`` examples with the highest loss under ``current`` (ties: the earlier); with
+        ``task_of`` (on a set of tasks) each task's hardest in turn, the task with the hardest first."""
         losses = meter.measure([current], score_set)[0].losses
-        order = sorted(range(len(score_set)), key=lambda k: (-losses[k], k))[: self.n_hard]
-        return [(score_set[k], losses[k]) for k in order]
+        order = sorted(range(len(score_set)), key=lambda k: (-losses[k], k))
+        if task_of is not None:
+            order = _in_turn(order, [task_of(score_set[k].id) for k in order])
+        return [(score_set[k], losses[k]) for k in order[: self.n_hard]]
 
     def rewrite(self, ctx: Context, current: Prompt, segments: Sequence[Segment], deltas: Sequence[float],
                 hard: Sequence[tuple[Example, float]]) -> list[Prompt]:
         """``n_variants`` rewrites of the field per hard example (unusable replies are skipped)."""
         children: list[Prompt] = []
         for example, loss in hard:
-            request = REWRITE_PROMPT.format(
-                description=ctx.task.description or ctx.task.name, instruction=field_text(current, self.field),
+            request = worded(REWRITE_PROMPT, ctx.text_field).format(
+                description=describe_task(ctx), instruction=field_text(current, self.edited_field(ctx)),
                 segments=_segment_report(segments, deltas), loss=loss, example=self._show(ctx, example))
             for reply in ctx.propose(request, n=self.n_variants, temperature=self.temperature,
                                      max_tokens=REWRITE_TOKENS):
@@ -226,7 +247,7 @@ class PMPO(Strategy):
                 if text is None:
                     ctx.skip("rewrite", f"no usable instruction ({how})", reply)
                     continue
-                child = with_field(current, self.field, text)
+                child = with_field(current, self.edited_field(ctx), text)
                 if child.id != current.id and child not in children:
                     ctx.record(child, [current], "rewrite")
                     children.append(child)
@@ -247,7 +268,8 @@ class PMPO(Strategy):
 
     def _show(self, ctx: Context, example: Example) -> str:
         rejected = rejected_text(example)
-        text = f"Input: {shorten(example.input)}\n"
+        task = f"Task: {ctx.task_of(example.id)}\n" if ctx.text_field == "system" else ""
+        text = f"{task}Input: {shorten(example.input)}\n"
         if rejected is None:
             return text + f"Expected answer: {shorten(ctx.task.gold_text(example))}"
         return text + f"Preferred answer: {shorten(example.target)}\nRejected answer: {shorten(rejected)}"
@@ -258,6 +280,18 @@ def _loss(signals: Signals) -> float:
     if loss is None:  # the lead signal is always measured
         raise RuntimeError("PMPO measured a prompt without its loss")
     return float(loss)
+
+
+def _in_turn(order: Sequence[int], tasks: Sequence[str]) -> list[int]:
+    """``order`` regrouped so that the tasks take turns, each keeping its own order, the tasks
+    in the order they first appear (``tasks[i]`` is the task of ``order[i]``)."""
+    queues: dict[str, list[int]] = {}
+    for k, task in zip(order, tasks, strict=True):
+        queues.setdefault(task, []).append(k)
+    out: list[int] = []
+    while any(queues.values()):
+        out += [queue.pop(0) for queue in queues.values() if queue]
+    return out
 
 
 def _segment_report(segments: Sequence[Segment], deltas: Sequence[float]) -> str:

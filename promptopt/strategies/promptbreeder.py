@@ -38,6 +38,11 @@ Cost drivers: per generation ``population_size / 2`` children, each one
 optimizer call (two for hypermutation) and ``minibatch_size`` evaluations,
 plus n_dev target calls per new elite. Needs only generation from the
 optimizer; in ``choice`` answer mode the target model must also score log-probabilities.
+
+On a set of tasks the task prompt is the shared system prompt (``ctx.text``;
+see :mod:`promptopt.strategies._breeder` for the wording): each minibatch is
+drawn evenly from every task, and a working-out names its task and shows the
+answer in that task's own mode.
 """
 
 from __future__ import annotations
@@ -48,12 +53,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.strategies._base import Spend, StepPlan, Strategy
-from promptopt.strategies._breeder import MUTATION_PROMPTS, MUTATORS, Breeder, Unit
+from promptopt.strategies._breeder import MUTATORS, Breeder, Unit
 from promptopt.strategies._edits import split_field
 from promptopt.strategies._formatting import shorten
 from promptopt.strategies._operators import crossover, note_edit
 from promptopt.strategies._params import Interval, NameList, OneOf, parse_names
 from promptopt.strategies._selection import roulette
+from promptopt.strategies._task_sets import sample_over_tasks, shown_answer, task_namer
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -90,6 +96,7 @@ class PromptBreeder(Strategy):
     """
 
     name: ClassVar[str] = "promptbreeder"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "PromptBreeder: co-evolved task and mutation prompts, binary tournament (Fernando et al.)"
     constraints: ClassVar[dict[str, Any]] = {
         "population_size": Interval(int, 2), "n_generations": Interval(int, 0), "minibatch_size": Interval(int, 1),
@@ -131,7 +138,7 @@ class PromptBreeder(Strategy):
         if not ctx.train:
             ctx.note("stop", reason="no training examples to score units on")
             return [seed]
-        breeder = Breeder(ctx, seed.instruction, self.temperature)
+        breeder = Breeder(ctx, ctx.text(seed), self.temperature)
         units = self.initial_units(breeder)
         elite = self.crown(ctx, units)
         for generation in range(1, self.n_generations + 1):
@@ -150,10 +157,10 @@ class PromptBreeder(Strategy):
         """The seed and mutants of the problem description, scored; a reply with no instruction
         leaves the seed's task prompt in its unit."""
         ctx, seed = breeder.ctx, breeder.ctx.seed_prompt
-        drafts = [Unit(seed, ctx.rng.choice(MUTATION_PROMPTS))]  # the seed's unit draws a mutation prompt too
+        drafts = [Unit(seed, ctx.rng.choice(breeder.mutation_prompts))]  # the seed's unit draws one too
         for _ in range(self.population_size - 1):
             mutant = breeder.initial(seed)
-            prompt = seed.with_instruction(mutant.instruction) if mutant.instruction else seed
+            prompt = ctx.with_text(seed, mutant.instruction) if mutant.instruction else seed
             if prompt.id != seed.id:
                 ctx.record(prompt, [seed], "init")
             drafts.append(Unit(prompt, mutant.mutation_prompt))
@@ -182,7 +189,7 @@ class PromptBreeder(Strategy):
         mutant = breeder.mutate(operator, parent, units)
         if mutant.instruction is None:
             return None
-        prompt = parent.prompt.with_instruction(mutant.instruction)
+        prompt = ctx.with_text(parent.prompt, mutant.instruction)
         ctx.record(prompt, mutant.parents, operator)
         ctx.note("breed", prompt_id=prompt.id, operator=operator, winner=parent.prompt.id,
                  mutation_prompt=mutant.mutation_prompt,
@@ -196,12 +203,12 @@ class PromptBreeder(Strategy):
         """A one-point phrase-level crossover with a unit drawn by fitness-proportionate selection;
         ``prompt`` itself when the child would equal a parent or have no letter."""
         other = others[roulette([u.fitness for u in others], ctx.rng)[0]].prompt
-        longest = max(len(split_field(p, "instruction", "phrase")) for p in (prompt, other))
+        longest = max(len(split_field(p, ctx.text_field, "phrase")) for p in (prompt, other))
         if longest == 0:
             return prompt
-        edited = crossover(prompt, other, "instruction", "phrase", ctx.rng.randrange(longest))
+        edited = crossover(prompt, other, ctx.text_field, "phrase", ctx.rng.randrange(longest))
         child = edited.prompt
-        if child.id in (prompt.id, other.id) or not _LETTER.search(child.instruction):
+        if child.id in (prompt.id, other.id) or not _LETTER.search(ctx.text(child)):
             return prompt
         if ctx.record(child, [prompt, other], "crossover"):
             note_edit(ctx, child, [edited.edit], operator="crossover")
@@ -211,7 +218,7 @@ class PromptBreeder(Strategy):
         """The units with their fitness and correct working-outs on one fresh training minibatch."""
         if not units:
             return []
-        minibatch = ctx.sample(ctx.train, self.minibatch_size)
+        minibatch = sample_over_tasks(ctx, ctx.train, self.minibatch_size, lambda ex: ex.id)
         results = {r.prompt.id: r for r in ctx.evaluate([u.prompt for u in units], minibatch)}
         return [replace(u, fitness=results[u.prompt.id].mean,
                         workings=_workings(ctx, results[u.prompt.id], minibatch)) for u in units]
@@ -230,12 +237,14 @@ class PromptBreeder(Strategy):
 
 def _workings(ctx: Context, result: EvalResult, examples: Sequence[Example]) -> tuple[str, ...]:
     """Up to three correct working-outs: the input and what the model answered (its reply in
-    generate mode, the chosen label in choice mode)."""
+    generate mode, the chosen label in choice mode); on a set of tasks each names its task."""
     inputs = {ex.id: ex.input for ex in examples}
+    task_of = task_namer(ctx)
     found = []
     for res in result.examples:
         if res.score < 1.0 or res.answer is None:
             continue
-        answer = res.output.strip() if ctx.answer_mode == "generate" else ctx.task.verbalize(res.answer)
-        found.append(f"Input: {shorten(inputs[res.example_id])}\nAnswer: {shorten(answer, 200)}")
+        task = f"Task: {task_of(res.example_id)}\n" if task_of else ""
+        answer = shown_answer(ctx, res)
+        found.append(f"{task}Input: {shorten(inputs[res.example_id])}\nAnswer: {shorten(answer, 200)}")
     return tuple(found[:_WORKINGS_KEPT])

@@ -43,6 +43,13 @@ and up to ``(mutation_rounds × style_variation + top_n + 1) ×
 choice mode); then ``seen_set_size`` target calls, up to
 2 × ``refine_task_eg_iterations`` + ``few_shot_count`` + 1 optimizer calls.
 Needs generation only (scoring too in choice answer mode).
+
+On a set of tasks it runs the instruction part (steps 1-3) on the shared system
+prompt (``ctx.text``): the seen examples and every scoring batch are spread
+evenly over the tasks (a batch of one question comes from any task alike), and
+critiques name each example's task. Steps 4-6 are left out:
+demonstrations belong to each task's own prompt, not to the shared system
+prompt, and the expert persona would replace the very text the search wrote.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results, shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
+from promptopt.strategies._task_sets import describe_task, sample_over_tasks, task_namer, worded
 from promptopt.strategies.fewshot import round_robin_by_label
 
 if TYPE_CHECKING:
@@ -190,6 +198,7 @@ class PromptWizard(Strategy):
     """
 
     name: ClassVar[str] = "promptwizard"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = ("mutate with thinking styles, critique and refine, reasoned demos and an expert "
                               "persona (Agarwal et al., 2024)")
     constraints: ClassVar[dict[str, Any]] = {
@@ -242,12 +251,14 @@ class PromptWizard(Strategy):
                                      optimizer_calls=self.refine_task_eg_iterations + decorate))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        seen = ctx.sample(ctx.train, self.seen_set_size)
+        seen = sample_over_tasks(ctx, ctx.train, self.seen_set_size, lambda ex: ex.id)
         best = ctx.seed_prompt
         for round_index in range(self.mutate_refine_iterations):
             ctx.note("round", index=round_index, best=best.id)
             best = self.mutate_and_refine(ctx, best, seen)
             ctx.offer([best])  # scored on train only: the Run finishes it on dev if the budget stops us
+        if ctx.text_field == "system":  # demos are each task's own; a persona would replace the text searched
+            return [best]
         instruction_only = best
         chosen = self.select_examples(ctx, best, seen)
         best, chosen = self.refine_with_examples(ctx, best, chosen, seen)
@@ -271,12 +282,12 @@ class PromptWizard(Strategy):
         children: dict[str, Prompt] = {}
         for _ in range(self.mutation_rounds):
             styles = ctx.sample(THINKING_STYLES, self.style_variation)
-            reply = ctx.propose(MUTATE_PROMPT.format(
-                description=self._description(ctx), instruction=current.instruction,
+            reply = ctx.propose(worded(MUTATE_PROMPT, ctx.text_field).format(
+                description=self._description(ctx), instruction=ctx.text(current),
                 styles="\n".join(f"- {s}" for s in styles), n=self.style_variation),
                 temperature=self.temperature, max_tokens=MUTATE_TOKENS)[0]
             for text in self._usable(ctx, "mutate", reply)[: self.style_variation]:
-                child = current.with_instruction(text)
+                child = ctx.with_text(current, text)
                 if child.id != current.id and child.id not in children:
                     children[child.id] = child
                     ctx.record(child, [current], "mutate")
@@ -297,7 +308,8 @@ class PromptWizard(Strategy):
         for _ in range(self.max_eval_batches):
             if not active:
                 break
-            results = ctx.evaluate([prompts[i] for i in active], ctx.sample(seen, self.questions_batch_size))
+            batch = sample_over_tasks(ctx, seen, self.questions_batch_size, lambda ex: ex.id)
+            results = ctx.evaluate([prompts[i] for i in active], batch)
             still = []
             for i, res in zip(active, results, strict=True):
                 asked[i] += 1
@@ -320,7 +332,9 @@ class PromptWizard(Strategy):
         microsoft/PromptWizard, with ``resolve_tie_criteria="max"``).
         """
         unique = list({s.prompt.id: s for s in scored}.values())
-        return sorted(unique, key=lambda s: (-s.score, -len(s.prompt.instruction)))[: self.top_n]
+        # the candidates differ only in the text under search (the instruction, or a set's system
+        # prompt; the other field is the same for all), so the two lengths' sum ranks that text's
+        return sorted(unique, key=lambda s: (-s.score, -len(s.prompt.instruction) - len(s.prompt.system)))[: self.top_n]
 
     def critique_and_refine(self, ctx: Context, scored: Scored, examples: Sequence[Example],
                             operator: str) -> Prompt | None:
@@ -328,9 +342,9 @@ class PromptWizard(Strategy):
         if not scored.shown:
             return None
         by_id = {ex.id: ex for ex in examples}
-        shown = format_results(scored.shown, by_id)
-        template = CRITIQUE_PROMPT if scored.failed else POSITIVE_CRITIQUE_PROMPT
-        description, instruction = self._description(ctx), scored.prompt.instruction
+        shown = format_results(scored.shown, by_id, task_of=task_namer(ctx))
+        template = worded(CRITIQUE_PROMPT if scored.failed else POSITIVE_CRITIQUE_PROMPT, ctx.text_field)
+        description, instruction = self._description(ctx), ctx.text(scored.prompt)
         reply = ctx.propose(template.format(description=description, instruction=instruction, examples=shown),
                             temperature=self.temperature, max_tokens=CRITIQUE_TOKENS)[0]
         reasons, how = parse_items(reply)
@@ -338,13 +352,13 @@ class PromptWizard(Strategy):
             ctx.skip("critique", f"no critique ({how})", reply)
             return None
         critique = "\n".join(f"- {shorten(r, 300)}" for r in reasons)
-        reply = ctx.propose(REFINE_PROMPT.format(description=description, instruction=instruction, examples=shown,
-                                                 critique=critique), temperature=self.temperature,
-                            max_tokens=REFINE_TOKENS)[0]
+        reply = ctx.propose(worded(REFINE_PROMPT, ctx.text_field).format(
+            description=description, instruction=instruction, examples=shown, critique=critique),
+            temperature=self.temperature, max_tokens=REFINE_TOKENS)[0]
         texts = [t for t in self._usable(ctx, operator, reply) if t != instruction]
         if not texts:
             return None
-        child = scored.prompt.with_instruction(texts[0])
+        child = ctx.with_text(scored.prompt, texts[0])
         ctx.record(child, [scored.prompt], operator)
         return child
 
@@ -420,7 +434,7 @@ class PromptWizard(Strategy):
     # -- helpers ------------------------------------------------------------------------------
     @staticmethod
     def _description(ctx: Context) -> str:
-        return ctx.task.description or ctx.task.name
+        return describe_task(ctx)
 
     @staticmethod
     def _untagged(reply: str) -> str:

@@ -35,6 +35,11 @@ examples (× the labels in choice mode), fewer as the policy repeats itself
 Needs a backend that scores log-probabilities, and the target model's tokenizer
 unless ``words`` is given. See docs/design-notes.md ("RLPrompt") for the choices
 and where they differ from the paper.
+
+On a set of tasks the policy writes the shared system prompt (``ctx.text``):
+its tokens go before the seed system prompt (``placement="prefix"``) or are all
+of it, each task keeping its own instruction, and the reward set is drawn
+evenly from every task.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._policy import Adam, TokenPolicy
 from promptopt.strategies._prompt_tokens import CandidateVocabulary, Written, parse_words
+from promptopt.strategies._task_sets import sample_over_tasks
 from promptopt.tasks._sampling import sample_examples
 
 if TYPE_CHECKING:
@@ -133,7 +139,8 @@ class RLPrompt(Strategy):
             target model's whole-word tokens and needs its tokenizer.
         max_vocab: how many of the model's whole-word tokens to keep, lowest ids first (ignored with ``words``).
         placement: ``"prefix"`` puts the tokens before the seed instruction; ``"instruction"`` makes them the
-            whole instruction (the paper's prompt has no instruction).
+            whole instruction (the paper's prompt has no instruction). On a set of tasks: before the seed
+            system prompt, or all of it.
         n_prompts: prompts sampled per step (the paper's 16).
         n_examples: training examples in the reward set (the paper uses its 16-shot training set, 32 for 2 classes).
         max_steps: training steps at most (the budget may stop it first).
@@ -151,6 +158,7 @@ class RLPrompt(Strategy):
     """
 
     name: ClassVar[str] = "rlprompt"
+    supports_task_sets: ClassVar[bool] = True
     summary: ClassVar[str] = "RLPrompt: a token policy trained from stabilised label rewards (Deng et al., 2022)"
     needs_score: ClassVar[bool] = True
     #: the default vocabulary is the model's; with ``words`` :meth:`uses_vocabulary` says it is not needed
@@ -205,8 +213,7 @@ class RLPrompt(Strategy):
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         vocabulary = self.vocabulary(ctx)
-        reward_set = sample_examples(ctx.train, self.n_examples, seed=ctx.rng.randrange(2**31),
-                                     stratify=ctx.task.labels is not None)
+        reward_set = self.reward_set(ctx)
         if not reward_set:
             ctx.note("stop", reason="no training examples to reward prompts on")
             return []
@@ -232,6 +239,13 @@ class RLPrompt(Strategy):
         return [r.prompt for r in sorted(results, key=lambda r: -r.mean)]
 
     # -- the steps -------------------------------------------------------------------------------
+    def reward_set(self, ctx: Context) -> Sequence[Example]:
+        """``n_examples`` training examples, label-stratified; on a set of tasks drawn evenly from each."""
+        if ctx.text_field == "system":
+            return sample_over_tasks(ctx, ctx.train, self.n_examples, lambda ex: ex.id)
+        return sample_examples(ctx.train, self.n_examples, seed=ctx.rng.randrange(2**31),
+                               stratify=ctx.task.labels is not None)
+
     def vocabulary(self, ctx: Context) -> CandidateVocabulary:
         """The candidates the policy chooses from: the word list, or the model's whole-word tokens."""
         if self.words is not None:
@@ -244,10 +258,11 @@ class RLPrompt(Strategy):
         return ctx.tokenizer if vocabulary.token_ids else None
 
     def place(self, ctx: Context, text: str, operator: str) -> Prompt:
-        """The policy's text as a prompt (before the seed instruction, or as all of it), recorded."""
-        seed = ctx.seed_prompt  # with_instruction strips: the first piece's leading space goes (not drift)
-        both = self.placement == "prefix" and seed.instruction.strip()
-        prompt = seed.with_instruction(f"{text} {seed.instruction}" if both else text)
+        """The policy's text as a prompt (before the seed instruction, or as all of it; on a set of
+        tasks, the seed system prompt), recorded."""
+        seed = ctx.seed_prompt  # with_text strips: the first piece's leading space goes (not drift)
+        both = self.placement == "prefix" and ctx.text(seed).strip()
+        prompt = ctx.with_text(seed, f"{text} {ctx.text(seed)}" if both else text)
         ctx.record(prompt, [seed], operator)
         return prompt
 

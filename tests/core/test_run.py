@@ -153,10 +153,13 @@ def test_calls_kept_back_score_a_partly_scored_candidate_when_the_strategy_runs_
     assert result.usage["search"]["target"]["calls"] <= 6 * n_dev
     assert result.stopped_by is not None and "target call cap" in result.stopped_by
     assert ("kept back" in result.stopped_by) == bool(reserve)
+    assert result.n_candidates > 2  # the seed, the found prompt and the dead ends
     if reserve:  # the found prompt was completed on dev with the calls kept back, and won
         assert "PARITY" in result.best_prompt.instruction and result.best_dev == 1.0
+        assert result.n_fully_scored == 2  # the seed and the found prompt; no dead end reached all of dev
     else:  # the strategy spent everything; half a dev score cannot be compared, so the seed stays
         assert result.best_prompt == parity_task.seed_prompt
+        assert result.n_fully_scored == 1
     config = json.loads(Path(result.run_dir, "config.json").read_text())
     assert config["finalist_reserve"] == reserve
 

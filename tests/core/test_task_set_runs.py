@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import promptopt
-from promptopt.strategies import APO
+from promptopt.strategies import APO, Strategy
 from promptopt.tasks import ClassificationTask, CustomTask, Splits, Task
 from promptopt.testing import FakeBackend
 from promptopt.types import Example, Message, Request, ScoreRequest
@@ -224,8 +224,8 @@ def test_a_single_task_run_keeps_its_run_id_and_result(tmp_path: Path, mode: str
     ({"task": ","}, "names no task"),
     ({"task": "synthetic:sentiment,synthetic:arithmetic", "unseen": "synthetic:arithmetic"}, "both"),
     ({"task": "synthetic:sentiment,file:x.jsonl"}, "cannot hold a file: task in a list"),
-    ({"task": "synthetic:sentiment,synthetic:arithmetic", "strategy": "opro"}, "strategies that can: apo"),
-    ({"task": "synthetic:sentiment", "unseen": "synthetic:arithmetic", "strategy": "hill-climb"}, "apo"),
+    ({"task": "synthetic:sentiment,synthetic:arithmetic", "strategy": "fewshot"}, "strategies that can: ape, apo,"),
+    ({"task": "synthetic:sentiment", "unseen": "synthetic:arithmetic", "strategy": "tapruning"}, "apo"),
 ], ids=["unknown", "empty", "both", "file-in-list", "strategy", "strategy-with-unseen"])
 def test_bad_specs_are_refused_before_any_call(tmp_path: Path, kwargs: dict[str, Any], fragment: str) -> None:
     fake = backend()
@@ -233,3 +233,26 @@ def test_bad_specs_are_refused_before_any_call(tmp_path: Path, kwargs: dict[str,
     with pytest.raises(promptopt.ConfigError, match=re.escape(fragment)):
         promptopt.optimize(model=fake, runs_dir=tmp_path / "runs", cache=False, **kwargs)
     assert fake.n_calls == 0 and not (tmp_path / "runs").exists()
+
+
+class _DrawsOne(Strategy):
+    """Draws one training example across the set's tasks, 40 times, and notes each draw's task."""
+
+    name = "draws-one"
+    supports_task_sets = True
+    tasks_drawn: list[str] = []
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        for _ in range(40):
+            (example,) = ctx.sample_across_tasks(ctx.train, 1, lambda ex: ex.id)
+            self.tasks_drawn.append(ctx.task_of(example.id))
+        return []
+
+
+def test_draws_smaller_than_the_set_do_not_favour_its_first_tasks(tmp_path: Path) -> None:
+    strategy = _DrawsOne()
+    strategy.tasks_drawn = []
+    promptopt.optimize([labelled(n) for n in ("alpha", "beta", "gamma", "delta")], strategy, backend(),
+                       runs_dir=tmp_path / "runs", cache=False, budget=promptopt.Budget(target_calls=600))
+    counts = {name: strategy.tasks_drawn.count(name) for name in ("alpha", "beta", "gamma", "delta")}
+    assert all(n >= 4 for n in counts.values()), counts  # 10 expected each; the set's order gives no advantage

@@ -232,3 +232,11 @@ def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
     # 2 x 3 user rewrites and 4 system prompts, two optimizer calls each
     assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, 20 optimizer calls", result.stdout)
     assert "the paper's loop runs 2" in result.stdout and not (tmp_path / "runs").exists()
+
+
+def test_the_refusal_on_a_set_names_both_system_prompt_strategies(tmp_path: Path) -> None:
+    model = fake(lambda *_: True, lambda text: "ok")
+    with pytest.raises(promptopt.ConfigError, match=r"strategies that can: .*metaspo.*sprig") as refused:
+        promptopt.optimize([labelled("alpha"), labelled("beta")], "fewshot", model, runs_dir=tmp_path / "runs",
+                           cache=False)
+    assert model.n_calls == 0 and "'fewshot' cannot search a set" in str(refused.value)

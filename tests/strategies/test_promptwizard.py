@@ -157,8 +157,13 @@ class _StubContext:
         self.wrong_from, self.calls, self.rng = wrong_from, [], random.Random(0)
         self.batch = 0
 
+    task_names = ("parity",)
+
     def sample(self, items: Sequence[Any], k: int) -> list[Any]:
         return list(items)[:k]
+
+    def sample_across_tasks(self, items: Sequence[Any], k: int, example_id: Any) -> list[Any]:
+        return self.sample(items, k)
 
     def note(self, kind: str, **data: Any) -> None:
         pass
