@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from promptopt.config import RunConfig
     from promptopt.strategies import Strategy
 
-__all__ = ["TaskOptions", "check_run_inputs", "check_strategy_for_set", "load_task_from_options", "load_task_set",
-           "resolve_data_dir"]
+__all__ = ["TaskOptions", "check_run_inputs", "check_strategy_for_set", "check_task_count", "load_task_from_options",
+           "load_task_set", "resolve_data_dir"]
 
 
 def resolve_data_dir(data_dir: str | Path | None, env: Mapping[str, str] | None = None) -> Path:
@@ -72,6 +72,7 @@ def check_run_inputs(config: RunConfig) -> tuple[Strategy, Task]:
         task_set = load_task_set(spec, config.task_options())
         for member in (*task_set.members, *task_set.unseen):
             check_answer_mode(member.task, member.answer_mode or config.answer_mode)
+        check_task_count(strat, task_set)
         return strat, task_set
     task_obj = load_task_from_options(spec.members[0].task, config.task_options())
     if isinstance(task_obj, TaskSet):  # a TaskSet made in Python
@@ -85,6 +86,7 @@ def check_run_inputs(config: RunConfig) -> tuple[Strategy, Task]:
             from promptopt._held_out import check_train_size
 
             check_train_size(task_obj, n_train=config.n_train, n_dev=config.n_dev)
+    check_task_count(strat, task_obj)
     return strat, task_obj
 
 
@@ -97,6 +99,17 @@ def check_strategy_for_set(strategy: Strategy) -> None:
     able = sorted(name for name, cls in BUILTIN.items() if cls.supports_task_sets)
     raise ConfigError(f"strategy {strategy.name!r} cannot search a set of tasks (it rewrites one task's prompt); "
                       f"strategies that can: {', '.join(able)} (or give one task and no --unseen)")
+
+
+def check_task_count(strategy: Strategy, task: Task) -> None:
+    """Raise ConfigError when ``strategy`` needs more tasks (``min_tasks``) than ``task`` searches."""
+    names = task.member_names if isinstance(task, TaskSet) else (task.name,)
+    if len(names) >= type(strategy).min_tasks:
+        return
+    got = f"{len(names)} task ({names[0]!r})" if len(names) == 1 else f"{len(names)} tasks"
+    raise ConfigError(f"strategy {strategy.name!r} needs a set of at least {type(strategy).min_tasks} tasks to "
+                      f"search; got {got}; name several, e.g. --task sst2,mr,subj (or use a strategy that "
+                      "searches one task)")
 
 
 def _check_select_on_for_set(select_on: str) -> None:

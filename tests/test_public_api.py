@@ -18,9 +18,9 @@ def test_top_level_exports() -> None:
 def test_subpackage_exports() -> None:
     assert sorted(promptopt.strategies.__all__) == ["APE", "APO", "EvoPromptDE", "EvoPromptGA", "FewShot", "GEPA",
                                                     "GeneticCrossover", "GeneticMutation", "HarmonySearch",
-                                                    "HillClimbing", "MultiObjective", "OPRO", "PMPO", "PromptBreeder",
-                                                    "PromptQuine", "PromptSelection", "PromptWizard", "RLPrompt",
-                                                    "SimulatedAnnealing",
+                                                    "HillClimbing", "MetaSPO", "MultiObjective", "OPRO", "PMPO",
+                                                    "PromptBreeder", "PromptQuine", "PromptSelection", "PromptWizard",
+                                                    "RLPrompt", "SPRIG", "SimulatedAnnealing",
                                                     "Strategy", "StrategyInfo", "TAPruning", "TabuSearch",
                                                     "get_strategy", "list_strategies"]
     assert sorted(promptopt.backends.__all__) == ["BACKENDS", "Backend", "CachedBackend", "Capabilities",

@@ -123,6 +123,9 @@ class Strategy(ABC):
     #: True when it can search a set of tasks: it rewrites only ``ctx.text(prompt)`` through
     #: ``ctx.with_text`` (the shared system prompt on a set), never a field by name
     supports_task_sets: ClassVar[bool] = False
+    #: the fewest tasks it can search (2 for one that learns from several tasks at once, MetaSPO);
+    #: the Run checks it before any call
+    min_tasks: ClassVar[int] = 1
 
     def get_params(self) -> dict[str, Any]:
         """Hyper-parameters by name, as given to the constructor."""

@@ -232,22 +232,14 @@ class APO(Strategy):
         for _ in range(self.n_gradients):
             group = ctx.sample_across_tasks(errors, self.errors_per_gradient, lambda r: r.example_id)
             error_text = _error_text(ctx, group, by_id)
-            reply = ctx.propose(GRADIENT_PROMPT.format(
-                description=_description(ctx), prompt=ctx.text(parent),
-                errors=error_text, n=self.gradients_per_error), temperature=self.temperature,
-                max_tokens=GRADIENT_TOKENS)[0]
-            reasons, _ = parse_items(reply)
-            if not reasons:
-                ctx.skip("gradient", "empty reply", reply)
-            out += [(r, error_text) for r in reasons[: self.gradients_per_error]]
+            reasons = critique(ctx, ctx.text(parent), error_text, description=_description(ctx),
+                               n=self.gradients_per_error, temperature=self.temperature)
+            out += [(r, error_text) for r in reasons]
         return out
 
     def apply_gradient(self, ctx: Context, parent: Prompt, gradient: str, errors: str) -> list[str]:
-        reply = ctx.propose(EDIT_PROMPT.format(
-            description=_description(ctx), prompt=ctx.text(parent), errors=errors,
-            gradient=gradient, n=self.steps_per_gradient), temperature=self.temperature,
-            max_tokens=EDIT_TOKENS)[0]
-        return self._usable(ctx, "edit", reply)[: self.steps_per_gradient]
+        return edit_from_critique(ctx, ctx.text(parent), errors, gradient, description=_description(ctx),
+                                  n=self.steps_per_gradient, temperature=self.temperature)
 
     def paraphrase(self, ctx: Context, text: str) -> list[str]:
         if self.mc_samples_per_step == 0:
@@ -261,11 +253,7 @@ class APO(Strategy):
 
     @staticmethod
     def _usable(ctx: Context, operator: str, reply: str) -> list[str]:
-        items, how = parse_items(reply)
-        cleaned = [c for c in (clean_prompt_text(i) for i in items) if c]
-        if not cleaned:
-            ctx.skip(operator, f"no usable prompt ({how})", reply)
-        return cleaned
+        return _usable_prompts(ctx, operator, reply)
 
     # -- selection ----------------------------------------------------------------------------
     def select(self, ctx: Context, candidates: list[Prompt]) -> list[Prompt]:
@@ -287,6 +275,35 @@ class APO(Strategy):
         return [candidates[i] for i in order[: self.beam_size]]
 
 
+# -- the critique and the edit, for any text (MetaSPO asks them about a system prompt and about
+# each task's instruction) ------------------------------------------------------------------------
+def critique(ctx: Context, text: str, errors: str, *, description: str, n: int, temperature: float) -> list[str]:
+    """Up to ``n`` reasons (textual gradients) why ``text`` led to ``errors``, asked of the optimizer;
+    an empty reply is logged as a ``skip``."""
+    reply = ctx.propose(GRADIENT_PROMPT.format(description=description, prompt=text, errors=errors, n=n),
+                        temperature=temperature, max_tokens=GRADIENT_TOKENS)[0]
+    reasons, _ = parse_items(reply)
+    if not reasons:
+        ctx.skip("gradient", "empty reply", reply)
+    return reasons[:n]
+
+
+def edit_from_critique(ctx: Context, text: str, errors: str, gradient: str, *, description: str, n: int,
+                       temperature: float) -> list[str]:
+    """Up to ``n`` rewrites of ``text`` that fix the criticism ``gradient``, asked of the optimizer."""
+    reply = ctx.propose(EDIT_PROMPT.format(description=description, prompt=text, errors=errors,
+                                           gradient=gradient, n=n), temperature=temperature, max_tokens=EDIT_TOKENS)[0]
+    return _usable_prompts(ctx, "edit", reply)[:n]
+
+
+def _usable_prompts(ctx: Context, operator: str, reply: str) -> list[str]:
+    items, how = parse_items(reply)
+    cleaned = [c for c in (clean_prompt_text(i) for i in items) if c]
+    if not cleaned:
+        ctx.skip(operator, f"no usable prompt ({how})", reply)
+    return cleaned
+
+
 def _description(ctx: Context) -> str:
     """The task as the optimizer reads it; on a set, what the prompt under search is for."""
     if ctx.text_field == "instruction":
@@ -305,3 +322,8 @@ def _error_text(ctx: Context, group: Sequence[ExampleResult], by_id: dict[str, E
         blocks.append(f"Example {i} (task {ctx.task_of(res.example_id)})\nInput: {shorten(ex.input, 300)}\n"
                       f"Expected: {ex.target}\nModel answer: {got}")
     return "\n\n".join(blocks)
+
+
+# the same task line and error blocks for strategies that reuse APO's critique and edit (MetaSPO)
+describe_search = _description
+describe_errors = _error_text

@@ -103,7 +103,7 @@ class TaskSet(Task):
         self._owner: dict[str, SetMember] = {}
         self._splits = self._build_splits()
         self.unseen_tests = {m.name: self._own(m, _renamed(m.task.splits.test, m.name)) for m in self.unseen}
-        self._prompts: dict[tuple[str, str], Prompt] = {}
+        self._prompts: dict[tuple[str, str, str], Prompt] = {}
 
     def _own(self, member: SetMember, examples: tuple[Example, ...]) -> tuple[Example, ...]:
         for ex in examples:
@@ -167,12 +167,19 @@ class TaskSet(Task):
 
     def prompt_for(self, prompt: Prompt, example: Example) -> Prompt:
         """The prompt a member's example is asked with: the member's seed prompt, with the
-        candidate's system text."""
+        candidate's system text, and the candidate's instruction when it has one.
+
+        A candidate on a set is its system text alone (an empty instruction), so each member keeps
+        its own instruction; a strategy that also tunes one member's instruction (MetaSPO's inner
+        loop) asks that member's examples with a candidate carrying it.
+        """
         member = self.member_of(example)
-        key = (prompt.system, member.name)
+        key = (prompt.system, prompt.instruction, member.name)
         known = self._prompts.get(key)
         if known is None:
-            known = self._prompts[key] = replace(member.task.seed_prompt, system=prompt.system)
+            own = member.task.seed_prompt
+            known = self._prompts[key] = replace(own, system=prompt.system,
+                                                 instruction=prompt.instruction or own.instruction)
         return known
 
     def render(self, prompt: Prompt, example: Example) -> tuple[Message, ...]:

@@ -51,8 +51,8 @@ def test_builtin_names_and_instances() -> None:
     with pytest.raises(ConfigError, match="alongside a Strategy instance"):
         get_strategy(mine, {"rounds": 2})
     known = ("ape, apo, evoprompt-de, evoprompt-ga, fewshot, genetic, genetic-mutation, gepa, harmony, "
-             "hill-climb, multiobjective, opro, pmpo, prompt-selection, promptbreeder, promptquine, promptwizard, "
-             "rlprompt, simulated-annealing, tabu, tapruning")
+             "hill-climb, metaspo, multiobjective, opro, pmpo, prompt-selection, promptbreeder, promptquine, "
+             "promptwizard, rlprompt, simulated-annealing, sprig, tabu, tapruning")
     with pytest.raises(UnknownNameError, match=f"unknown strategy 'apx'; known strategies: {known}"):
         get_strategy("apx")
     with pytest.raises(ConfigError, match="no parameter 'beam_sise'"):
