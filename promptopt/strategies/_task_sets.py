@@ -22,7 +22,6 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from promptopt.strategies.apo import SET_DESCRIPTION
 from promptopt.tasks._set import TaskSet
 
 if TYPE_CHECKING:
@@ -56,6 +55,11 @@ def worded(template: str, text_field: str) -> str:
         return article + _ON_A_SET[match.group(2)]
 
     return _INSTRUCTION.sub(replace, template)
+
+
+#: what the optimizer is told the text under search is, on a set of tasks
+SET_DESCRIPTION = ("a system prompt shared by {n} tasks, each asked with its own instruction after it; "
+                   "the tasks are: {tasks}")
 
 
 def describe_task(ctx: Context) -> str:

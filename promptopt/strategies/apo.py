@@ -42,13 +42,13 @@ from promptopt.evaluator import EvalResult
 from promptopt.prompt import Prompt
 from promptopt.strategies._bandits import SELECTORS
 from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
-from promptopt.strategies._formatting import format_results, shorten
+from promptopt.strategies._formatting import format_results
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items
+from promptopt.strategies._task_sets import describe_task, task_namer
 
 if TYPE_CHECKING:
     from promptopt.context import Context
-    from promptopt.evaluator import ExampleResult
     from promptopt.types import Example
 
 __all__ = ["APO"]
@@ -85,9 +85,6 @@ Instruction: {prompt}
 
 Rewritten instruction:"""
 
-
-SET_DESCRIPTION = ("a system prompt shared by {n} tasks, each asked with its own instruction after it; "
-                   "the tasks are: {tasks}")
 
 # Reply lengths for the optimizer: room for a few reasons / prompts, not for rambling.
 GRADIENT_TOKENS, EDIT_TOKENS, PARAPHRASE_TOKENS = 300, 400, 160
@@ -231,14 +228,14 @@ class APO(Strategy):
         out = []
         for _ in range(self.n_gradients):
             group = ctx.sample_across_tasks(errors, self.errors_per_gradient, lambda r: r.example_id)
-            error_text = _error_text(ctx, group, by_id)
-            reasons = critique(ctx, ctx.text(parent), error_text, description=_description(ctx),
+            error_text = format_results(group, by_id, task_of=task_namer(ctx))
+            reasons = critique(ctx, ctx.text(parent), error_text, description=describe_task(ctx),
                                n=self.gradients_per_error, temperature=self.temperature)
             out += [(r, error_text) for r in reasons]
         return out
 
     def apply_gradient(self, ctx: Context, parent: Prompt, gradient: str, errors: str) -> list[str]:
-        return edit_from_critique(ctx, ctx.text(parent), errors, gradient, description=_description(ctx),
+        return edit_from_critique(ctx, ctx.text(parent), errors, gradient, description=describe_task(ctx),
                                   n=self.steps_per_gradient, temperature=self.temperature)
 
     def paraphrase(self, ctx: Context, text: str) -> list[str]:
@@ -302,28 +299,3 @@ def _usable_prompts(ctx: Context, operator: str, reply: str) -> list[str]:
     if not cleaned:
         ctx.skip(operator, f"no usable prompt ({how})", reply)
     return cleaned
-
-
-def _description(ctx: Context) -> str:
-    """The task as the optimizer reads it; on a set, what the prompt under search is for."""
-    if ctx.text_field == "instruction":
-        return ctx.task.description or ctx.task.name
-    return SET_DESCRIPTION.format(n=len(ctx.task_names), tasks=ctx.task.description)
-
-
-def _error_text(ctx: Context, group: Sequence[ExampleResult], by_id: dict[str, Example]) -> str:
-    """The errors shown to the optimizer; on a set each names its task."""
-    if ctx.text_field == "instruction":
-        return format_results(group, by_id)
-    blocks = []
-    for i, res in enumerate(group, 1):
-        ex = by_id[res.example_id]
-        got = res.answer if res.answer is not None else shorten(res.output, 120) or "(nothing)"
-        blocks.append(f"Example {i} (task {ctx.task_of(res.example_id)})\nInput: {shorten(ex.input, 300)}\n"
-                      f"Expected: {ex.target}\nModel answer: {got}")
-    return "\n\n".join(blocks)
-
-
-# the same task line and error blocks for strategies that reuse APO's critique and edit (MetaSPO)
-describe_search = _description
-describe_errors = _error_text

@@ -65,8 +65,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
 from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._formatting import format_results
 from promptopt.strategies._params import Interval
-from promptopt.strategies.apo import critique, describe_errors, describe_search, edit_from_critique
+from promptopt.strategies._task_sets import describe_task, task_namer
+from promptopt.strategies.apo import critique, edit_from_critique
 from promptopt.tasks._set import TaskSet
 
 if TYPE_CHECKING:
@@ -239,7 +241,8 @@ class _Bilevel:
         errors = self._errors(task, instruction)
         if not errors:
             return None
-        shown = describe_errors(self.ctx, self.ctx.sample(errors, self.strategy.errors_per_user), self.by_id)
+        shown = format_results(self.ctx.sample(errors, self.strategy.errors_per_user), self.by_id,
+                               task_of=task_namer(self.ctx))
         description = USER_DESCRIPTION.format(task=task, description=self.descriptions[task], system=self.system)
         return self._critique_and_edit(instruction, shown, description)
 
@@ -311,8 +314,9 @@ class _Bilevel:
             return None
         self.ctx.rng.shuffle(errors)
         instructions = "\n".join(f'- {t}: "{self.users[t][0]}"' for t in self.ctx.task_names)
-        description = SYSTEM_DESCRIPTION.format(tasks=describe_search(self.ctx), instructions=instructions)
-        return self._critique_and_edit(self.system, describe_errors(self.ctx, errors, self.by_id), description)
+        description = SYSTEM_DESCRIPTION.format(tasks=describe_task(self.ctx), instructions=instructions)
+        shown = format_results(errors, self.by_id, task_of=task_namer(self.ctx))
+        return self._critique_and_edit(self.system, shown, description)
 
     # -- the record ---------------------------------------------------------------------------
     def note_user_prompts(self) -> None:
