@@ -115,7 +115,12 @@ def _print_result(result: Any) -> None:
     table.add_column("test (95% CI)", justify="right")
     table.add_row("seed", f"{result.seed_dev:.3f}", str(result.seed_test))
     table.add_row("best", f"{result.best_dev:.3f}", str(result.best_test))
+    if result.selector_test is not None:  # prompt-selection: each example answered with the prompt picked for it
+        table.add_row("per-input selector", f"{result.selector_dev:.3f}", str(result.selector_test))
     out.print(table)
+    if result.search_dev is not None:  # held-out selection: the dev column is the split the search never saw
+        out.print(f"picked on held-out dev; the best prompt's mean on the examples the search used: "
+                  f"{result.search_dev:.3f}", highlight=False)
     if result.per_task or result.unseen:
         out.print(_per_task_table(result))
     search, total = result.usage["search"], result.usage["total"]

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 import promptopt
+from promptopt import cli
 from promptopt.cli import app
 from promptopt.report import format_runs, list_runs
 from promptopt.strategies import Strategy
@@ -139,8 +140,8 @@ def _edits(result: promptopt.Result) -> list[promptopt.Prompt]:
 
 
 @pytest.mark.parametrize("beta_on_dev", ["right", "as-the-seed"])
-def test_the_best_on_the_search_split_loses_to_a_better_one_on_dev(task: Task, tmp_path: Path,
-                                                                   beta_on_dev: str) -> None:
+def test_the_best_on_the_search_split_loses_to_a_better_one_on_dev(task: Task, tmp_path: Path, beta_on_dev: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     def rule(instruction: str, sentence: str, gold: str, on_dev: bool) -> str:
         if "alpha" in instruction:  # right on every training example, wrong on every dev example
             return _wrong(gold) if on_dev else gold
@@ -158,6 +159,10 @@ def test_the_best_on_the_search_split_loses_to_a_better_one_on_dev(task: Task, t
     assert result.best_prompt == expected
     assert (result.best_dev, result.seed_dev) == (on_dev[expected.id], on_dev[result.seed_prompt.id])
     assert result.search_dev == search[expected.id]
+    monkeypatch.setattr(cli.out, "width", 200)  # no wrapping
+    with cli.out.capture() as summary:  # the CLI's summary says where the pick was made, and the search's mean
+        cli._print_result(result)
+    assert f"examples the search used: {result.search_dev:.3f}" in summary.get()
     if beta_on_dev == "as-the-seed":  # the pick is the seed itself: there is no winner to judge
         assert result.replacement is None
     else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 import promptopt
+from promptopt import cli
 from promptopt.cli import app
 from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
@@ -90,7 +92,8 @@ def test_ties_go_to_the_prompt_best_on_average() -> None:
     assert selector.pick("anything at all") == always  # equal predictions: the first of them
 
 
-def test_a_run_trains_scores_and_saves_the_selector(kinds_task: Task, tmp_path: Path) -> None:
+def test_a_run_trains_scores_and_saves_the_selector(kinds_task: Task, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     result = _run(kinds_task, tmp_path)
     selector = result.selector
     assert isinstance(selector, PromptSelector)
@@ -115,6 +118,11 @@ def test_a_run_trains_scores_and_saves_the_selector(kinds_task: Task, tmp_path: 
     assert saved["selector"]["file"] == SELECTOR_FILE
     # the best single candidate is still the finalist: the usual comparison with the seed is unchanged
     assert result.best_prompt == selector.prompts[0]
+    monkeypatch.setattr(cli.out, "width", 200)  # no wrapping
+    with cli.out.capture() as summary:  # the CLI's summary table shows the selector beside seed and best
+        cli._print_result(result)
+    assert re.search(rf"per-input selector[\s│]+{result.selector_dev:.3f}[\s│]+{re.escape(str(result.selector_test))}",
+                     summary.get())
 
 
 def test_save_and_load_give_the_same_picks_without_pickle(kinds_task: Task, tmp_path: Path) -> None:
