@@ -10,11 +10,12 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from promptopt.exceptions import ConfigError
 
-__all__ = ["KeyPath", "Where", "parse_toml", "toml_lines"]
+__all__ = ["KeyPath", "Where", "parse_toml", "read_toml_file", "toml_lines"]
 
 #: a key's place in parsed data: table names, keys and array indices
 KeyPath = tuple[str | int, ...]
@@ -37,6 +38,19 @@ class Where:
 
     def fail(self, path: KeyPath, message: str) -> ConfigError:
         return ConfigError(f"{self(path)}: {message}")
+
+
+def read_toml_file(path: str | Path, what: str, flag: str) -> tuple[Any, dict[KeyPath, int]]:
+    """:func:`parse_toml` of a file; a missing or unreadable file is a ConfigError naming ``what``
+    (``"config file"``) and the ``flag`` that gave the path."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {source!r} does not exist; check the path given to {flag}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {source!r}: {exc}") from None
+    return parse_toml(text, source)
 
 
 def parse_toml(text: str, source: str) -> tuple[Any, dict[KeyPath, int]]:

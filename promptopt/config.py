@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from promptopt._fields import describe, did_you_mean, given, matches, members, merged, shown
-from promptopt._toml import Where, parse_toml
+from promptopt._toml import Where, read_toml_file
 from promptopt.backends import Backend, RetryPolicy, parse_model_string
 from promptopt.budget import Budget
 from promptopt.exceptions import ConfigError, UnknownNameError
@@ -350,13 +350,7 @@ class RunConfig:
             100
         """
         source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"config file {source!r} does not exist; check the path given to --config") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {source!r}: {exc}") from None
-        data, lines = parse_toml(text, source)
+        data, lines = read_toml_file(path, "config file", "--config")
         try:
             return cls.from_dict(merged(data, overrides or {}))
         except _SettingError as exc:

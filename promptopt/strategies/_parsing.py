@@ -8,8 +8,12 @@ recover plus how (``"tagged"`` or ``"loose"``) so strategies can record it, and
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-__all__ = ["clean_prompt_text", "parse_instruction", "parse_items", "parse_tagged"]
+if TYPE_CHECKING:
+    from promptopt.context import Context
+
+__all__ = ["clean_prompt_text", "parse_instruction", "parse_items", "parse_tagged", "usable_prompts"]
 
 _QUOTES = "\"'`“”‘’"
 _PREAMBLE = re.compile(
@@ -50,6 +54,15 @@ def clean_prompt_text(text: str, *, min_chars: int = 8, max_chars: int = 2000) -
     if not re.search(r"[A-Za-z]{3}", text):
         return None
     return text
+
+
+def usable_prompts(ctx: Context, operator: str, reply: str) -> list[str]:
+    """The prompts in an optimizer's list reply, cleaned; none usable is logged as a ``skip`` of ``operator``."""
+    items, how = parse_items(reply)
+    cleaned = [c for c in (clean_prompt_text(i) for i in items) if c]
+    if not cleaned:
+        ctx.skip(operator, f"no usable prompt ({how})", reply)
+    return cleaned
 
 
 def parse_instruction(text: str, start: str = "<START>", end: str = "<END>", *,

@@ -44,7 +44,7 @@ from promptopt.strategies._bandits import SELECTORS
 from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results
 from promptopt.strategies._params import Interval, OneOf
-from promptopt.strategies._parsing import clean_prompt_text, parse_items
+from promptopt.strategies._parsing import parse_items, usable_prompts
 from promptopt.strategies._task_sets import describe_task, task_namer
 
 if TYPE_CHECKING:
@@ -245,12 +245,8 @@ class APO(Strategy):
                               temperature=self.temperature, max_tokens=PARAPHRASE_TOKENS)
         out = []
         for reply in replies:
-            out += self._usable(ctx, "paraphrase", reply)[:1]
+            out += usable_prompts(ctx, "paraphrase", reply)[:1]
         return out
-
-    @staticmethod
-    def _usable(ctx: Context, operator: str, reply: str) -> list[str]:
-        return _usable_prompts(ctx, operator, reply)
 
     # -- selection ----------------------------------------------------------------------------
     def select(self, ctx: Context, candidates: list[Prompt]) -> list[Prompt]:
@@ -290,12 +286,4 @@ def edit_from_critique(ctx: Context, text: str, errors: str, gradient: str, *, d
     """Up to ``n`` rewrites of ``text`` that fix the criticism ``gradient``, asked of the optimizer."""
     reply = ctx.propose(EDIT_PROMPT.format(description=description, prompt=text, errors=errors,
                                            gradient=gradient, n=n), temperature=temperature, max_tokens=EDIT_TOKENS)[0]
-    return _usable_prompts(ctx, "edit", reply)[:n]
-
-
-def _usable_prompts(ctx: Context, operator: str, reply: str) -> list[str]:
-    items, how = parse_items(reply)
-    cleaned = [c for c in (clean_prompt_text(i) for i in items) if c]
-    if not cleaned:
-        ctx.skip(operator, f"no usable prompt ({how})", reply)
-    return cleaned
+    return usable_prompts(ctx, "edit", reply)[:n]

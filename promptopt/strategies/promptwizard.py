@@ -63,7 +63,7 @@ from promptopt.prompt import Demo, Prompt
 from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results, shorten
 from promptopt.strategies._params import Interval, OneOf
-from promptopt.strategies._parsing import clean_prompt_text, parse_items
+from promptopt.strategies._parsing import clean_prompt_text, parse_items, usable_prompts
 from promptopt.strategies._task_sets import describe_task, sample_over_tasks, task_namer, worded
 from promptopt.strategies.fewshot import round_robin_by_label
 
@@ -286,7 +286,7 @@ class PromptWizard(Strategy):
                 description=self._description(ctx), instruction=ctx.text(current),
                 styles="\n".join(f"- {s}" for s in styles), n=self.style_variation),
                 temperature=self.temperature, max_tokens=MUTATE_TOKENS)[0]
-            for text in self._usable(ctx, "mutate", reply)[: self.style_variation]:
+            for text in usable_prompts(ctx, "mutate", reply)[: self.style_variation]:
                 child = ctx.with_text(current, text)
                 if child.id != current.id and child.id not in children:
                     children[child.id] = child
@@ -355,7 +355,7 @@ class PromptWizard(Strategy):
         reply = ctx.propose(worded(REFINE_PROMPT, ctx.text_field).format(
             description=description, instruction=instruction, examples=shown, critique=critique),
             temperature=self.temperature, max_tokens=REFINE_TOKENS)[0]
-        texts = [t for t in self._usable(ctx, operator, reply) if t != instruction]
+        texts = [t for t in usable_prompts(ctx, operator, reply) if t != instruction]
         if not texts:
             return None
         child = ctx.with_text(scored.prompt, texts[0])
@@ -440,11 +440,3 @@ class PromptWizard(Strategy):
     def _untagged(reply: str) -> str:
         # Free-text replies (chains, personas) may still carry the tags asked for elsewhere.
         return reply.replace("<START>", " ").replace("<END>", " ").strip()
-
-    @staticmethod
-    def _usable(ctx: Context, operator: str, reply: str) -> list[str]:
-        items, how = parse_items(reply)
-        cleaned = [c for c in (clean_prompt_text(i) for i in items) if c]
-        if not cleaned:
-            ctx.skip(operator, f"no usable prompt ({how})", reply)
-        return cleaned

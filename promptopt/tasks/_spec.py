@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from promptopt._toml import KeyPath, Where, parse_toml
+from promptopt._toml import KeyPath, Where, read_toml_file
 from promptopt.exceptions import ConfigError, UnknownNameError
 from promptopt.tasks._base import Task
 from promptopt.tasks._bbh import BBH_SUBTASKS, check_subtask
@@ -197,13 +197,7 @@ def read_task_set(path: str | Path) -> SetSpec:
         (['sst2', 'mr'], {'n_dev': 5}, 'suite')
     """
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"task-set file {source!r} does not exist; check the path given to --task-set") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read task-set file {source!r}: {exc}") from None
-    data, lines = parse_toml(text, source)
+    data, lines = read_toml_file(path, "task-set file", "--task-set")
     where = Where(source, lines)
     for key in data:
         if key not in _FILE_KEYS:

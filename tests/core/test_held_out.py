@@ -159,7 +159,7 @@ def test_the_best_on_the_search_split_loses_to_a_better_one_on_dev(task: Task, t
     assert result.best_prompt == expected
     assert (result.best_dev, result.seed_dev) == (on_dev[expected.id], on_dev[result.seed_prompt.id])
     assert result.search_dev == search[expected.id]
-    monkeypatch.setattr(cli.out, "width", 200)  # no wrapping
+    monkeypatch.setattr(cli.out, "_width", 200)  # no wrapping (undone to the width the terminal gives)
     with cli.out.capture() as summary:  # the CLI's summary says where the pick was made, and the search's mean
         cli._print_result(result)
     assert f"examples the search used: {result.search_dev:.3f}" in summary.get()
