@@ -1,6 +1,6 @@
 """Plans at the default budget: how much of each strategy's loop the budget pays for.
 
-``python -m bench plans [--task sst2] [--n-dev 30] [--want 3]``
+``python -m bench plans [--task sst2] [--set sst2,mr,subj] [--n-dev 30] [--want 3]``
 
 No model is called: for each registered strategy, in choice and in generate mode,
 :func:`promptopt.estimate` works out from the strategy's :meth:`step_plan` how many
@@ -11,7 +11,9 @@ columns give the ``--budget-target-calls`` that would fit one full step, and ``-
 new fully scored candidates, of the paper's parameters. The last two are the run's
 default, the strategy scaled to the budget (``scale_to_budget=True``): the steps and
 new fully scored candidates that fit, and the parameters it shrank ("smallest": every
-one at its minimum, and still short). Prints a Markdown table.
+one at its minimum, and still short). Prints a Markdown table, then a second one for the
+strategies written for sets of tasks (:data:`SET_STRATEGIES`, and any that needs two tasks or
+more), priced on the set ``--set`` (``n_dev`` examples of each task).
 """
 
 from __future__ import annotations
@@ -26,31 +28,45 @@ if TYPE_CHECKING:
     from promptopt.strategies._base import StepPlan
 
 MODES = ("choice", "generate")
+#: strategies written to search one system prompt for a set of tasks: priced on ``--set``
+SET_STRATEGIES = ("sprig", "metaspo")
 
 
 def main(argv: list[str]) -> int:
-    import promptopt
     from promptopt.config import DEFAULT_MODEL
-    from promptopt.strategies import list_strategies
+    from promptopt.strategies import get_strategy, list_strategies
 
     parser = argparse.ArgumentParser(prog="python -m bench plans")
     parser.add_argument("--task", default="sst2")
+    parser.add_argument("--set", default="sst2,mr,subj", help="the set of tasks strategies written for sets are "
+                                                              "priced on")
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--n-dev", type=int, default=30)
     parser.add_argument("--want", type=int, default=3, help="new fully scored candidates to price")
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = parser.parse_args(argv)
+    names = [info.name for info in list_strategies()]
+    on_sets = [n for n in names if n in SET_STRATEGIES or get_strategy(n).min_tasks > 1]
+    _table([n for n in names if n not in on_sets], args.task, args)
+    if on_sets:
+        print(f"\nWritten for sets of tasks, on the set {args.set} ({args.n_dev} dev examples of each task):\n")
+        _table(on_sets, args.set, args)
+    return 0
+
+
+def _table(names: list[str], task: str, args: argparse.Namespace) -> None:
+    import promptopt
+
     print("| strategy | mode | budget | one step (target calls) | steps that fit / paper | new fully scored "
           f"| warning | --budget-target-calls for 1 step | for {args.want} new fully scored "
           "| scaled: steps / new fully scored | scaled parameters |")
     print("|---|---|---:|---|---|---:|---|---:|---:|---|---|")
-    for info in list_strategies():
+    for name in names:
         for mode in MODES:
-            ests = [promptopt.estimate(args.task, info.name, args.model, answer_mode=mode, n_dev=args.n_dev,
+            ests = [promptopt.estimate(task, name, args.model, answer_mode=mode, n_dev=args.n_dev,
                                        data_dir=args.data_dir, offline=True, scale_to_budget=scale)
                     for scale in (False, True)]
             print(_row(*ests, want=args.want))
-    return 0
 
 
 def _row(est: Estimate, scaled: Estimate, *, want: int) -> str:

@@ -274,6 +274,7 @@ class _Pricing:
     ``dev_calls`` and ``n_train`` are the strategy's splits: with ``select_on="held-out"`` its search
     split and the rest of train, and ``held_back`` the target calls the Run spends or keeps for the
     selection on dev (the seed there, and ``select_top`` finalists), which the strategy never gets.
+    ``n_tasks`` is the number of tasks searched together (1 on one task).
     """
 
     n_train: int
@@ -283,17 +284,25 @@ class _Pricing:
     per_call: int
     reserve: int | None
     held_back: int = 0
+    n_tasks: int = 1
 
     @classmethod
     def of(cls, task: Task, mode: str, budget: Budget, reserve: int | None,
            held_out: HeldOutPlan | None = None, modes: Modes | None = None) -> _Pricing:
         per_example, per_call = _calls_per_example(task, mode, modes), _tokens_per_call(task, mode)
+        n_tasks = len(task.members) if isinstance(task, TaskSet) else 1
         if held_out is None:
             return cls(len(task.splits.train), _dev_calls(task, mode, modes), budget, per_example, per_call,
-                       reserve)
+                       reserve, n_tasks=n_tasks)
         held_back = held_out.reserve + sum(_calls_of(task, mode, held_out.dev, modes))
         return cls(len(held_out.train), _calls_of(task, mode, held_out.search, modes), budget, per_example,
-                   per_call, reserve, held_back)
+                   per_call, reserve, held_back, n_tasks)
+
+    def plan_of(self, strat: Strategy) -> StepPlan | None:
+        """``strat``'s step plan on these splits; the number of tasks is passed only on a set of two or
+        more, so a plan that predates sets (``step_plan(n_dev, n_train)``) is called as it always was."""
+        on_set = {"n_tasks": self.n_tasks} if self.n_tasks > 1 else {}
+        return strat.step_plan(len(self.dev_calls), self.n_train, **on_set)
 
 
 @dataclass(frozen=True)
@@ -308,16 +317,21 @@ class _Figures:
     fixed: float
 
     def enough(self) -> bool:
-        """One full step and WANTED_NEW_FULL new fully scored candidates fit, or the whole paper loop does."""
+        """One full step and WANTED_NEW_FULL new fully scored candidates fit, or the whole paper loop does.
+
+        A loop that runs until the budget ends and scores nothing on dev as it goes (SPRIG's beam
+        search) leaves the Run only the finalists it kept calls for, however large the budget: for
+        it one full step is enough, as no budget buys more fully scored candidates."""
         whole_loop = self.plan.paper_steps is not None and self.steps >= self.plan.paper_steps
-        wanted = self.new_full is None or self.new_full >= WANTED_NEW_FULL
+        capped = self.plan.paper_steps is None and self.plan.per_step.new_full == 0
+        wanted = self.new_full is None or self.new_full >= WANTED_NEW_FULL or capped
         return whole_loop or (self.steps >= 1 and wanted)
 
 
 def _figures(strat: Strategy, pricing: _Pricing) -> _Figures | None:
     """``strat``'s plan priced under ``pricing`` (None when it has no plan)."""
     dev_calls = pricing.dev_calls
-    plan = strat.step_plan(len(dev_calls), pricing.n_train)
+    plan = pricing.plan_of(strat)
     if plan is None:
         return None
     cap = pricing.budget.target_calls

@@ -140,10 +140,17 @@ class Strategy(ABC):
         say: nothing is kept back unless asked, and then a whole dev evaluation."""
         return None
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan | None:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan | None:
         """What one full step of this strategy's loop costs with its current parameters, on a
         task with ``n_dev`` dev and ``n_train`` training examples. None (the default) when the
-        strategy does not say; ``--dry-run`` then shows no plan."""
+        strategy does not say; ``--dry-run`` then shows no plan.
+
+        On a set of tasks, ``n_dev`` and ``n_train`` count every task's examples together and
+        ``n_tasks`` says how many tasks share them (the estimate passes it only on a set of two or
+        more, so a plan written before sets is still called as it was). A strategy whose draws are
+        totals over the set (a minibatch of 64 spread over the tasks) ignores it; one that draws a
+        number per task, or loops over the tasks, needs it.
+        """
         return None
 
     def check_backend(self, backend: Backend, answer_mode: str | None = None) -> None:

@@ -148,7 +148,7 @@ class APE(Strategy):
         examples scored; scored on train (``score_examples``), it has none."""
         return max(0, n_dev - self.stage_examples) if self.score_examples is None else n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One round, the first (the costliest: every candidate is new): the pool of proposals,
         then adaptive filtering on the scoring set; its last survivors are scored on all of it.
         Scored on train, the elites are scored on dev at the end."""

@@ -177,7 +177,7 @@ class APO(Strategy):
             return max(0, n_dev - self.samples_per_eval)
         return n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One round with a full beam: each parent runs on a minibatch and is expanded (critiques,
         edits, paraphrases), then the selection scores the new successors on dev samples."""
         reasons = self.n_gradients * self.gradients_per_error  # one edit request each

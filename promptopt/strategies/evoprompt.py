@@ -199,7 +199,7 @@ class _EvoPrompt(Strategy):
         """Candidates are scored on training examples, and on all of dev or not at all."""
         return 0
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One iteration: ``population_size`` children, one optimizer call each, scored on the score
         set, and a new best scored on dev. Before it, the seed and its paraphrases are scored."""
         scored, size = min(self.n_score, n_train), self.population_size

@@ -151,7 +151,7 @@ class FewShot(Strategy):
         """A combination tried once has ``minibatch_size`` dev examples scored."""
         return max(0, n_dev - self.minibatch_size)
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One trial: a combination on a dev minibatch, and every ``full_eval_steps`` trials the best
         one on the rest of dev. Before them, bootstrapping runs the seed on training examples and
         joint mode asks for ``n_instructions - 1`` instructions."""

@@ -156,7 +156,7 @@ class GEPA(Strategy):
                 break
         return pool.finalists()
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One iteration whose child is accepted: parent and child on a training minibatch, one
         reflection, the child on the Pareto set (all of dev unless ``n_pareto`` is smaller). Merges
         (``use_merge``) are not counted."""

@@ -54,7 +54,9 @@ meta-learn across, and the Run refuses before any call.
 
 Cost drivers, per iteration on k tasks of n = ``examples_per_task`` examples: inner loop
 k · ``n_user_candidates`` · (2 optimizer calls + n evaluations); outer loop
-``n_system_candidates`` · (2 optimizer calls + k · ``user_top_k`` · n evaluations).
+``n_system_candidates`` · (2 optimizer calls + k · ``user_top_k`` · n evaluations). On a budget
+too small for that, a run shrinks ``examples_per_task``, then ``n_system_candidates``,
+``n_user_candidates`` and ``user_top_k`` (``scalable``); ``iterations`` is kept.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results
 from promptopt.strategies._params import Interval
 from promptopt.strategies._task_sets import describe_task, task_namer
@@ -124,6 +126,11 @@ class MetaSPO(Strategy):
         "examples_per_task": Interval(int, 1), "errors_per_task": Interval(int, 1),
         "errors_per_user": Interval(int, 1), "temperature": Interval(float, 0, 2),
     }
+    #: scaled to a budget: each task's examples first, then the proposals of both loops and the user
+    #: prompts a system prompt is scored with (two, so it is still judged across user prompts)
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("examples_per_task", 10), Scalable("n_system_candidates", 2, stage=1),
+        Scalable("n_user_candidates", 1, stage=1), Scalable("user_top_k", 2, stage=1))
 
     def __init__(self, *, iterations: int = 3, n_system_candidates: int = 9, n_user_candidates: int = 3,
                  user_top_k: int = 3, examples_per_task: int = 50, errors_per_task: int = 2,
@@ -155,11 +162,11 @@ class MetaSPO(Strategy):
         """Candidates are scored on training examples: an accepted system prompt may lack all of dev."""
         return n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
-        """One iteration (inner and outer loop) on two tasks, the fewest it searches (k tasks cost k/2
-        times the evaluations and the inner loop's optimizer calls); the tasks' seed prompts are
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
+        """One iteration (inner and outer loop) on ``n_tasks`` tasks (two, the fewest it searches, when
+        fewer are given) sharing the ``n_train`` training examples equally; each task's seed prompt is
         scored once first, and each accepted system prompt on dev at the end."""
-        tasks = self.min_tasks
+        tasks = max(n_tasks, self.min_tasks)
         n = min(self.examples_per_task, max(1, n_train // tasks))
         kept = min(self.user_top_k, 1 + self.n_user_candidates)
         inner = tasks * self.n_user_candidates

@@ -264,7 +264,7 @@ class MultiObjective(Strategy):
         """Candidates are scored on training examples, and on all of dev or not at all."""
         return 0
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One generation: ``population_size`` children (a crossover, or one edit, a paraphrase
         being an optimizer call) measured on the score set, and a new front member measured on
         dev. Before it, the seed and ``population_size - 1`` neighbours are measured."""

@@ -160,7 +160,7 @@ class OPRO(Strategy):
         """Scored on dev, a candidate has all of it; scored on train, none of it."""
         return 0 if self.score_examples is None else n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One step: ``instructions_per_step`` proposals, each scored on the scoring set. On dev
         they are the Run's candidates at once; on train the seed is scored there first, and
         the ``n_finalists`` best are scored on dev at the end."""

@@ -152,7 +152,7 @@ class _Plum(Strategy):
             self.run(search)
         return [search.best]
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One iteration: its new prompts scored on the score set, and a new best scored on dev
         (``patience`` may end the loop before ``max_iterations``). The seed is scored first."""
         children, paraphrases = self.children_per_iteration()

@@ -173,7 +173,7 @@ class PMPO(Strategy):
         """Candidates are scored on training examples, and on all of dev or not at all."""
         return 0
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One iteration: up to ``max_segments`` masked prompts and ``n_hard · n_variants`` rewrites
         measured on the score set (loss, and accuracy with ``record_both``), and the new incumbent
         scored on dev. The seed is measured in the first. Preference tasks score twice the losses."""

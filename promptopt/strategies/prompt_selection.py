@@ -129,7 +129,7 @@ class PromptSelection(Strategy):
         """Candidates are scored on training inputs only: the finalist lacks all of dev."""
         return n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One pass, the whole method: a database of prompts per cluster, each scored on the
         training sample the selector learns from; the best of them is then scored on dev."""
         pool = self.n_clusters * self.prompts_per_cluster

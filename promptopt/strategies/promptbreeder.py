@@ -120,7 +120,7 @@ class PromptBreeder(Strategy):
         """Units are scored on training minibatches, and on all of dev or not at all."""
         return 0
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One generation: ``population_size // 2`` tournaments, each child one optimizer call (two
         for a hypermutation) scored on a minibatch, and the elite scored on dev. Before it, the
         first population is made and scored, and its elite scored on dev."""

@@ -236,7 +236,7 @@ class TAPruning(_Pruning):
         self._set_common(fitness=fitness, unit=unit, n_demos=n_demos, n_score=n_score, record_both=record_both,
                          score_incumbents=score_incumbents)
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One removal tried: the pruned prompt measured on the score set. Its sweeps go on until
         one removes nothing, so the count of steps depends on the prompt's length (None here); an
         accepted removal only needs to come near the best, so new bests for dev are rare (none counted)."""
@@ -319,7 +319,7 @@ class PromptQuine(_Pruning):
         self._set_common(fitness=fitness, unit=unit, n_demos=n_demos, n_score=n_score, record_both=record_both,
                          score_incumbents=score_incumbents)
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One generation: ``reproduction_size`` children measured on the score set (successive halving
         spares up to half of it for the weak ones) and a new best scored on dev. A loop that ends
         (``max_candidates`` children) has its top ``rerank_percent``% scored on dev."""

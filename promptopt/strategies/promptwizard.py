@@ -235,7 +235,7 @@ class PromptWizard(Strategy):
         """Candidates are scored on training examples only: a leader lacks all of dev."""
         return n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One mutate/refine round: the current instruction and its variants, then the refined
         ``top_n``, each answering up to ``min_correct_count`` batches. After the last round: the
         examples (half the coin flips refine, two calls each), chains, persona, three finalists on dev."""

@@ -203,7 +203,7 @@ class RLPrompt(Strategy):
         """Prompts are rewarded on training examples, and scored on all of dev or not at all."""
         return 0
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One training step: ``n_prompts`` sampled prompts rewarded on the reward set (losses with
         ``reward="loss"``), and every ``eval_every`` steps the greedy prompt scored on dev. At the
         end the greedy prompt and the best-rewarded sample are scored on dev."""

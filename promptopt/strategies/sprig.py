@@ -48,7 +48,9 @@ Where this departs from the reference, and why:
 Cost drivers: per iteration and beam prompt of c components, (c + 1) · min(``n_add``, pool)
 adds, c deletes, c(c - 1)/2 swaps and up to c · ``n_paraphrases`` paraphrases, each scored
 on ``examples_per_task`` examples of every task, plus c · ``n_paraphrases`` optimizer calls
-for components not paraphrased before. Needs only generation (in choice mode, scoring).
+for components not paraphrased before. On a budget too small for that, a run shrinks
+``examples_per_task``, then ``beam_size``, ``n_add`` and ``n_paraphrases`` (``scalable``). Needs
+only generation (in choice mode, scoring).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from dataclasses import dataclass, replace
 from itertools import combinations
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.strategies._base import Spend, StepPlan, Strategy
+from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._edits import Units, split
 from promptopt.strategies._operators import (
     PARAPHRASE_PROMPT,
@@ -183,6 +185,10 @@ class SPRIG(Strategy):
         "categories": NameList(CATEGORIES, "categories"), "exploration": Interval(float, 0),
         "max_iterations": (Interval(int, 0), OneOf((None,))), "temperature": Interval(float, 0, 2),
     }
+    #: scaled to a budget: the minibatch first, then the beam and what each of its prompts tries together
+    scalable: ClassVar[tuple[Scalable, ...]] = (
+        Scalable("examples_per_task", 5), Scalable("beam_size", 1, stage=1), Scalable("n_add", 2, stage=1),
+        Scalable("n_paraphrases", 1, stage=1))
 
     def __init__(self, *, beam_size: int = 10, examples_per_task: int = 10, n_add: int = 60,
                  n_paraphrases: int = 10, operators: tuple[str, ...] | str = _DEFAULT_OPERATORS,
@@ -221,15 +227,16 @@ class SPRIG(Strategy):
         """Candidates are scored on training minibatches: a leader may lack all of dev."""
         return n_dev
 
-    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:
-        """One iteration with a full beam of parents of ``PLAN_COMPONENTS`` components, on one task
-        (a set of k tasks scores k times the examples); the beam is scored on dev at the end."""
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
+        """One iteration with a full beam of parents of ``PLAN_COMPONENTS`` components, each prompt
+        scored on a minibatch of ``examples_per_task`` examples of each of the ``n_tasks`` tasks (all
+        ``n_train`` when there are fewer); the beam is scored on dev at the end."""
         c, names = PLAN_COMPONENTS, parse_names(self.operators, SPRIG_OPERATORS, "operators")
         pool = min(self.n_add, len(components_of(parse_names(self.categories, CATEGORIES, "categories"))))
         per_parent = {"add": (c + 1) * pool, "delete": c, "swap": c * (c - 1) // 2, "substitute": c * pool,
                       "paraphrase": c * self.n_paraphrases}
         children = self.beam_size * sum(per_parent[name] for name in names)
-        examples = min(self.examples_per_task, n_train)
+        examples = min(self.examples_per_task * n_tasks, n_train)
         optimizer = self.beam_size * c * self.n_paraphrases if "paraphrase" in names else 0
         return StepPlan("iteration", Spend(example_evals=(self.beam_size + children) * examples,
                                            optimizer_calls=optimizer),

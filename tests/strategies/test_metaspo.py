@@ -61,7 +61,7 @@ def fake(right: Right, optimizer: Callable[[str], str]) -> FakeBackend:
 
 def run(tasks: Any, model: FakeBackend, tmp_path: Path, **params: Any) -> promptopt.Result:
     return promptopt.optimize(tasks, MetaSPO(**{**QUIET, **params}), model, runs_dir=tmp_path / "runs",
-                              cache=False, budget=promptopt.Budget(target_calls=4000))
+                              cache=False, budget=promptopt.Budget(target_calls=4000), scale_to_budget=False)
 
 
 def events(result: promptopt.Result, kind: str | None = None) -> list[dict[str, Any]]:
@@ -175,7 +175,8 @@ def test_unseen_tasks_are_never_evaluated_during_the_search(tmp_path: Path) -> N
     model = fake(lambda *_: False, optimizer)
     result = promptopt.optimize([labelled("alpha"), labelled("beta")], MetaSPO(**{**QUIET, "n_user_candidates": 1,
                                                                                    "n_system_candidates": 1}),
-                                model, unseen=[labelled("omega")], runs_dir=tmp_path / "runs", cache=False)
+                                model, unseen=[labelled("omega")], runs_dir=tmp_path / "runs", cache=False,
+                                scale_to_budget=False)
     log = events(result)
     first_test = next(i for i, e in enumerate(log) if e["type"] == "test")
     assert any(e["type"] == "metaspo_outer" for e in log[:first_test])
@@ -227,7 +228,7 @@ def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["optimize", "--strategy", "metaspo", "--task",
                                       "synthetic:sentiment,synthetic:arithmetic", "--model", "fake:x", "--param",
                                       "iterations=2", "--param", "n_system_candidates=4", "--dry-run", "--runs-dir",
-                                      str(tmp_path / "runs")], env={"COLUMNS": "200"})
+                                      str(tmp_path / "runs"), "--no-scale-to-budget"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     # 2 x 3 user rewrites and 4 system prompts, two optimizer calls each
     assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, 20 optimizer calls", result.stdout)

@@ -63,7 +63,7 @@ def fake(right: Callable[[str], bool], optimizer: Callable[[Request], str] = lam
 
 def run(task: Any, model: FakeBackend, tmp_path: Path, *, calls: int = 4000, **params: Any) -> promptopt.Result:
     return promptopt.optimize(task, SPRIG(**{**EDITS_ONLY, **params}), model, runs_dir=tmp_path / "runs",
-                              cache=False, budget=promptopt.Budget(target_calls=calls))
+                              cache=False, budget=promptopt.Budget(target_calls=calls), scale_to_budget=False)
 
 
 def events(result: promptopt.Result, kind: str | None = None) -> list[dict[str, Any]]:
@@ -183,7 +183,7 @@ def test_minibatches_are_drawn_across_tasks_and_parents_compete_on_them(tmp_path
 def test_unseen_tasks_are_never_evaluated_during_the_search(tmp_path: Path) -> None:
     result = promptopt.optimize([labelled("alpha"), labelled("beta")], SPRIG(**EDITS_ONLY, max_iterations=1),
                                 fake(lambda s: STEP in s), unseen=[labelled("omega")], runs_dir=tmp_path / "runs",
-                                cache=False, budget=promptopt.Budget(target_calls=4000))
+                                cache=False, budget=promptopt.Budget(target_calls=4000), scale_to_budget=False)
     log = events(result)
     first_test = next(i for i, e in enumerate(log) if e["type"] == "test")
     assert not any("omega" in json.dumps(e) for e in log[:first_test])
@@ -220,7 +220,7 @@ def test_every_paraphrase_reply_is_a_rewrite_or_a_logged_skip(tmp_path: Path) ->
                                 SPRIG(**{**EDITS_ONLY, "operators": "paraphrase"}, n_paraphrases=4, beam_size=1,
                                       max_iterations=2),
                                 fake(lambda s: False, optimizer), system=STEP, runs_dir=tmp_path / "runs",
-                                cache=False, budget=promptopt.Budget(target_calls=4000))
+                                cache=False, budget=promptopt.Budget(target_calls=4000), scale_to_budget=False)
     (made,) = events(result, "sprig_paraphrases")  # asked once, though the beam kept STEP both iterations
     assert made == {**made, "component": STEP, "rewrites": ["Reason one step at a time."] * 2}
     skips = [(e["operator"], e["reason"]) for e in events(result, "skip")]
@@ -288,7 +288,7 @@ def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["optimize", "--strategy", "sprig", "--task",
                                       "synthetic:sentiment,synthetic:arithmetic", "--model", "fake:x", "--param",
                                       "max_iterations=4", "--param", "beam_size=2", "--dry-run", "--runs-dir",
-                                      str(tmp_path / "runs")], env={"COLUMNS": "200"})
+                                      str(tmp_path / "runs"), "--no-scale-to-budget"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     plan = SPRIG(beam_size=2).step_plan(30, 100).per_step
     assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, "
