@@ -66,6 +66,11 @@ class History:
         """Candidates scored on every dev example."""
         return [c for c in self.candidates.values() if len(c.dev_scores) == len(self.dev_ids)]
 
+    def is_fully_scored(self, prompt_id: str) -> bool:
+        """Whether the candidate ``prompt_id`` is known and scored on every dev example."""
+        cand = self.candidates.get(prompt_id)
+        return cand is not None and len(cand.dev_scores) == len(self.dev_ids)
+
     def partly_scored(self) -> list[Candidate]:
         """Candidates scored on some dev examples but not all, best partial mean first."""
         part = [c for c in self.candidates.values() if 0 < len(c.dev_scores) < len(self.dev_ids)]

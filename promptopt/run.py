@@ -272,7 +272,7 @@ class _Run:
 
         A strategy the budget ``stopped`` returned none: with a finalist reserve, the
         leaders it last offered (:meth:`Context.offer`, up to ``finalist_reserve`` of
-        them, in its order), then the candidates it scored on part of dev whose
+        them not yet scored on all of dev, in its order), then the candidates it scored on part of dev whose
         partial mean beats the best full one, best first, are scored instead.
         Returns why the budget refused a returned finalist, if it did; every
         candidate left unscored is noted.
@@ -282,7 +282,9 @@ class _Run:
             reason = self._complete(ctx, prompt)  # tried even after a refusal: a later one may fit
             refused = refused or reason
         if stopped and self.finalist_reserve > 0:
-            for prompt in ctx.offered[: self.finalist_reserve]:
+            # a leader already scored on all of dev (the seed, often) needs no calls: the next one gets them
+            unscored = [p for p in ctx.offered if not self.history.is_fully_scored(p.id)]
+            for prompt in unscored[: self.finalist_reserve]:
                 self._complete(ctx, prompt)
             for cand in self.history.partly_scored():
                 best = self.history.best()

@@ -38,8 +38,9 @@ Where this departs from the reference, and why:
   then a paired difference on the same examples (the reference subtracts the parent's score
   on an earlier sample);
 * a component already in a prompt is not added to it again;
-* candidates are scored in chunks of ``EVAL_CHUNK`` and the leaders are offered after each,
-  so a budget stop keeps the best found; adds come in UCB order, best component first;
+* candidates are scored in chunks of ``EVAL_CHUNK`` and the leaders (the beam, at least
+  ``OFFERED`` prompts) are offered after each, so a budget stop keeps the best found even
+  when a parent leads a narrow beam; adds come in UCB order, best component first;
 * the first iteration adds the ``n_add`` components ranked first, as every later one does
   (the reference adds the whole pool while no component has a reward yet);
 * ``substitute`` (a pool component in place of one) is available but off by default, as
@@ -90,6 +91,9 @@ _DEFAULT_OPERATORS = ("add", "delete", "swap", "paraphrase")
 #: candidates scored per evaluation call: large enough for a backend to batch, small enough that a
 #: budget stop loses little
 EVAL_CHUNK = 16
+#: leaders offered to the Run at least, whatever the beam: a stop then completes a new one on dev
+#: when a parent (the seed, often) leads
+OFFERED = 3
 #: the parent size (components) the step plan assumes: prompts grow as the search adds
 PLAN_COMPONENTS = 3
 
@@ -330,14 +334,13 @@ class _Search:
                 self.scores[prompt.id] = res.mean
                 self._credit(made[prompt.id])
             pool += chunk
-            ctx.offer(self._best(pool))
-        best = self._best(pool)
-        ctx.offer(best)
-        return best
+            ctx.offer(self._best(pool, max(self.strategy.beam_size, OFFERED)))
+        ctx.offer(self._best(pool, max(self.strategy.beam_size, OFFERED)))
+        return self._best(pool, self.strategy.beam_size)
 
-    def _best(self, pool: Sequence[Prompt]) -> list[Prompt]:
+    def _best(self, pool: Sequence[Prompt], k: int) -> list[Prompt]:
         order = sorted(range(len(pool)), key=lambda i: (-self.scores[pool[i].id], i))
-        return [pool[i] for i in order[: self.strategy.beam_size]]
+        return [pool[i] for i in order[:k]]
 
     def _credit(self, children: Sequence[_Child]) -> None:
         """Each edit's components earn the child's score minus its parent's (sign per component)."""

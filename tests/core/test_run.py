@@ -164,6 +164,34 @@ def test_calls_kept_back_score_a_partly_scored_candidate_when_the_strategy_runs_
     assert config["finalist_reserve"] == reserve
 
 
+class _OffersTheSeedFirst(_SpendsItAll):
+    """Offers the seed (which led its training sample) before the found prompt, then runs out."""
+
+    name = "offers-the-seed-first"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        found = ctx.seed_prompt.with_instruction("Use PARITY: say whether the number is even or odd.")
+        ctx.record(found, [ctx.seed_prompt], "edit")
+        ctx.evaluate([found], ctx.train[:4])
+        ctx.offer([ctx.seed_prompt, found])
+        for i in range(1000):  # until the cap refuses
+            dead_end = ctx.seed_prompt.with_instruction(f"Say whether the number is even or odd ({i}).")
+            ctx.record(dead_end, [ctx.seed_prompt], "edit")
+            ctx.evaluate([dead_end], ctx.dev[:4])
+        return []
+
+
+def test_calls_kept_back_go_to_the_first_offered_leader_not_yet_scored_on_dev(
+        parity_task: Task, tmp_path: Path) -> None:
+    n_dev = len(parity_task.splits.dev)
+    result = promptopt.optimize(parity_task, _OffersTheSeedFirst(), _backend(), answer_mode="generate",
+                                cache=False, runs_dir=tmp_path / "runs", finalist_reserve=1,
+                                budget=promptopt.Budget(target_calls=6 * n_dev))
+    assert result.stopped_by is not None and "kept back" in result.stopped_by
+    assert result.n_fully_scored == 2  # the seed (scored first) and the found prompt, completed from the reserve
+    assert "PARITY" in result.best_prompt.instruction
+
+
 def test_no_calls_are_kept_back_when_they_would_take_more_than_half_the_budget(
         parity_task: Task, tmp_path: Path) -> None:
     n_dev = len(parity_task.splits.dev)

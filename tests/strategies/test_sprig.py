@@ -265,6 +265,17 @@ def test_a_budget_stop_keeps_the_leaders_it_offered(tmp_path: Path) -> None:
     assert result.best_prompt.id == offered[0] and result.best_dev == 1.0 and result.seed_dev == 0.0
 
 
+def test_a_stop_completes_a_new_leader_when_the_seed_leads_a_one_prompt_beam(tmp_path: Path) -> None:
+    # nothing helps, so the seed leads every minibatch; the leaders offered still name new prompts,
+    # and the calls kept back finish the best of them on dev instead of going unused
+    nothing_helps = fake(lambda text: False)
+    result = run([labelled("alpha"), labelled("beta")], nothing_helps, tmp_path, beam_size=1, calls=400)
+    assert result.stopped_by and "kept back" in result.stopped_by
+    offered = events(result, "offer")[-1]["prompt_ids"]
+    assert offered[0] == result.seed_prompt.id and len(offered) == 3
+    assert result.n_fully_scored == 2  # the seed and the first new leader
+
+
 def test_parameters_round_trip_and_the_registry_knows_it() -> None:
     sprig = get_strategy("sprig", {"beam_size": 3, "operators": "add,delete"})
     assert isinstance(sprig, SPRIG) and SPRIG(**sprig.get_params()).get_params() == sprig.get_params()
