@@ -272,8 +272,9 @@ class _Run:
 
         A strategy the budget ``stopped`` returned none: with a finalist reserve, the
         leaders it last offered (:meth:`Context.offer`, up to ``finalist_reserve`` of
-        them not yet scored on all of dev, in its order), then the candidates it scored on part of dev whose
-        partial mean beats the best full one, best first, are scored instead.
+        those not yet scored on all of dev, in its order), then the candidates it scored
+        on part of dev whose partial mean beats the best full one, best first, are scored
+        instead.
         Returns why the budget refused a returned finalist, if it did; every
         candidate left unscored is noted.
         """
