@@ -87,8 +87,10 @@ def _steps(est: Estimate) -> str:
 
 
 def _scaled_params(est: Estimate) -> str:
-    changes = ", ".join(f"{name} {before}→{after}" for name, (before, after) in est.scaled.items())
-    return f"{changes or 'none'}{' (smallest)' if est.scaling_short and est.scaled else ''}"
+    from promptopt.strategies._scaling import describe_changes
+
+    changes = describe_changes(est.scaled)
+    return f"{changes or 'none'}{' (smallest)' if est.scaling_short else ''}"
 
 
 def _calls_for_candidates(est: Estimate, plan: StepPlan, want: int) -> int | None:

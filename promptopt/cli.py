@@ -148,7 +148,9 @@ def _print_result(result: Any) -> None:
 def _scaled_line(scaled: Mapping[str, Sequence[int]], smallest: bool) -> str:
     """The parameters a run shrank to fit its budget, e.g. ``scaled to the budget: n_score 100→20; ...``."""
     at_least = " (every one at its smallest)" if smallest else ""
-    changes = ", ".join(f"{name} {before}→{after}" for name, (before, after) in scaled.items())
+    from promptopt.strategies._scaling import describe_changes
+
+    changes = describe_changes(scaled)
     return f"scaled to the budget: {changes}{at_least}; --no-scale-to-budget runs the paper's values"
 
 

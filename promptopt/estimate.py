@@ -10,6 +10,7 @@ new fully scored candidates fit; the Run and the estimate both call it.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from promptopt.evaluator import resolve_answer_mode, resolve_answer_modes
 from promptopt.session import Session
 from promptopt.strategies import Strategy
 from promptopt.strategies._base import Spend, StepPlan
-from promptopt.strategies._scaling import Scaling, explicit_params, scale_to_fit
+from promptopt.strategies._scaling import Scaling, describe_changes, explicit_params, scale_to_fit
 from promptopt.task_options import check_run_inputs
 from promptopt.tasks import Task, TaskSet
 from promptopt.types import Example
@@ -56,8 +57,8 @@ class Estimate:
 
     ``scaled`` holds the parameters the run shrinks to fit its budget (name -> (before, after);
     see :func:`scaled_to_budget`); the plan is the scaled strategy's. ``scaling_short`` is True when
-    scaling was on and even its smallest values leave less than one full step and
-    :data:`WANTED_NEW_FULL` new fully scored candidates.
+    parameters were scaled and even their smallest values leave less than one full step and
+    :data:`WANTED_NEW_FULL` new fully scored candidates (the Result's ``scaling_short`` likewise).
     """
 
     task: str
@@ -202,16 +203,16 @@ def _warning(est: Estimate, plan: StepPlan, steps: float, fit: _Fit) -> str:
 
 def _scaling_note(est: Estimate) -> str:
     """What scaling to the budget did, for a warning: nothing, or that its smallest values were not enough."""
-    if not est.scaling_short or not est.scaled:
+    if not est.scaling_short:
         return ""
     return (f" (scaled to the budget with every step-size parameter at its smallest: "
-            f"{', '.join(f'{n} {b}→{a}' for n, (b, a) in est.scaled.items())})")
+            f"{describe_changes(est.scaled)})")
 
 
 def _short_warning(est: Estimate) -> str:
     """One line for a scaled plan that fits a step but, at its smallest, too few new fully scored candidates."""
     return (f"{est.strategy}: scaled to the budget with every step-size parameter at its smallest "
-            f"({', '.join(f'{n} {b}→{a}' for n, (b, a) in est.scaled.items())}), the budget fits "
+            f"({describe_changes(est.scaled)}), the budget fits "
             f"{est.steps or 0:.2f} {est.plan.unit if est.plan else 'step'}s and {est.new_full} new candidates "
             f"scored on all of dev, fewer than {WANTED_NEW_FULL}")
 
@@ -263,7 +264,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
                    calls_per_example=per_example, search_target_calls=search_target,
                    search_optimizer_calls=search_optimizer, test_target_calls=test_calls,
                    target_tokens_per_call=per_call, tokens=tokens, usd=usd, scaled=scaling.changes,
-                   scaling_short=cfg.scale_to_budget and not scaling.fits)
+                   scaling_short=scaling.short)
     return _with_plan(est, scaling.strategy, pricing)
 
 
@@ -301,8 +302,14 @@ class _Pricing:
     def plan_of(self, strat: Strategy) -> StepPlan | None:
         """``strat``'s step plan on these splits; the number of tasks is passed only on a set of two or
         more, so a plan that predates sets (``step_plan(n_dev, n_train)``) is called as it always was."""
-        on_set = {"n_tasks": self.n_tasks} if self.n_tasks > 1 else {}
+        on_set = {"n_tasks": self.n_tasks} if self.n_tasks > 1 and _takes_n_tasks(strat) else {}
         return strat.step_plan(len(self.dev_calls), self.n_train, **on_set)
+
+
+def _takes_n_tasks(strat: Strategy) -> bool:
+    """Whether ``strat.step_plan`` accepts ``n_tasks`` (a plugin's plan may predate sets of tasks)."""
+    params = inspect.signature(strat.step_plan).parameters.values()
+    return any(p.name == "n_tasks" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 @dataclass(frozen=True)
@@ -385,6 +392,6 @@ def _with_plan(est: Estimate, strat: Strategy, pricing: _Pricing) -> Estimate:
                   fixed_target_calls=math.ceil(figures.fixed), new_full=figures.new_full)
     if steps < 1 and plan.paper_steps != 0:
         return replace(est, warnings=(_warning(est, plan, steps, figures.fit),))
-    if est.scaling_short and est.scaled and not figures.enough():
+    if est.scaling_short and not figures.enough():
         return replace(est, warnings=(_short_warning(est),))
     return est

@@ -437,7 +437,7 @@ def _optimize(cfg: RunConfig, on_event: EventCallback | None) -> Result:
             result = _execute(_Run(task=task_obj, strategy=strat, session=session, mode=mode, seed=cfg.seed,
                                    store=store, on_event=on_event, finalist_reserve=finalist_reserve,
                                    held_out=held_out, modes=modes, seed_prompt=seed_prompt), config,
-                              scaling_short=bool(scaling.changes) and not scaling.fits)
+                              scaling_short=scaling.short)
         except BaseException:
             if tracker is not None:
                 tracker.finish(None)

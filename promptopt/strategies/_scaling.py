@@ -18,14 +18,19 @@ largest factor that fits wins, so a parameter is never made smaller than needed.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
 from promptopt.strategies._base import Scalable, Strategy
 
-__all__ = ["Scaling", "explicit_params", "scale_to_fit"]
+__all__ = ["Scaling", "describe_changes", "explicit_params", "scale_to_fit"]
+
+
+def describe_changes(changes: Mapping[str, Sequence[int]]) -> str:
+    """Scaled parameters in one line, e.g. ``n_score 100→20, population_size 10→6`` (empty when none)."""
+    return ", ".join(f"{name} {before}→{after}" for name, (before, after) in changes.items())
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,14 @@ class Scaling:
     fits: bool = True
     kept: tuple[str, ...] = ()
 
+    @property
+    def short(self) -> bool:
+        """Parameters were scaled and even at their smallest the plan does not fit: the run warns."""
+        return bool(self.changes) and not self.fits
+
     def describe(self) -> str:
         """The changes in one line, e.g. ``n_score 100→20, population_size 10→6`` (empty when none)."""
-        return ", ".join(f"{name} {before}→{after}" for name, (before, after) in self.changes.items())
+        return describe_changes(self.changes)
 
     def to_config(self) -> dict[str, Any]:
         """What a run's configuration records: nothing when nothing changed (so earlier run ids

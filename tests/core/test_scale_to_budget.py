@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 import promptopt
 from promptopt.cli import app
 from promptopt.config import RunConfig, default_budget
-from promptopt.strategies import HillClimbing
+from promptopt.strategies import HillClimbing, Strategy
+from promptopt.strategies._base import Spend, StepPlan
 from promptopt.testing import FakeBackend
 from promptopt.types import Request
 
@@ -20,7 +21,7 @@ TASK = "synthetic:sentiment"  # 100 train examples, two labels: the default budg
 N_DEV = 30
 
 
-def _estimate(strategy: str | promptopt.Strategy, mode: str, **kw: Any) -> promptopt.Estimate:
+def _estimate(strategy: str | Strategy, mode: str, **kw: Any) -> promptopt.Estimate:
     return promptopt.estimate(TASK, strategy, FakeBackend(), answer_mode=mode, n_dev=N_DEV, **kw)
 
 
@@ -208,3 +209,35 @@ def test_prompt_selection_scaled_to_the_default_budget_finishes_its_pass(tmp_pat
     assert scaled.scaled_to_budget == {"n_score_examples": [40, 15]} and not scaled.scaling_short
     assert scaled.stopped_by is None and scaled.selector is not None  # the whole pass, then the selector
     assert scaled.usage["search"]["target"]["calls"] <= 200
+
+
+class _PlanBeforeSets(Strategy):
+    """A plugin whose step plan predates sets of tasks (no ``n_tasks``): one instruction, scored on dev."""
+
+    name = "plan-before-sets"
+    supports_task_sets = True
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        found = ctx.with_text(ctx.seed_prompt, "Answer carefully.")
+        ctx.record(found, [ctx.seed_prompt], "edit")
+        ctx.evaluate([found])
+        return [found]
+
+    def step_plan(self, n_dev: int, n_train: int) -> StepPlan:  # type: ignore[override]
+        return StepPlan("step", Spend(example_evals=n_dev), paper_steps=1)
+
+
+def test_a_plan_written_before_sets_is_called_as_it_was_on_a_set(tmp_path: Path) -> None:
+    est = promptopt.estimate(MIXED, _PlanBeforeSets(), FakeBackend(), n_dev=10)
+    assert est.plan is not None and est.steps is not None and est.steps >= 1
+    result = promptopt.optimize(MIXED, _PlanBeforeSets(), FakeBackend(reply=_positive), n_dev=10,
+                                runs_dir=tmp_path, cache=False)
+    assert result.per_task and result.n_fully_scored == 2
+
+
+def test_the_estimate_and_the_run_agree_on_whether_scaling_fell_short(tmp_path: Path) -> None:
+    # evoprompt-de is scaled and still short; promptwizard has nothing to scale for its shortfall
+    for strategy in ("evoprompt-de", "promptwizard", "hill-climb"):
+        est = _estimate(strategy, "generate")
+        result = _run(strategy, tmp_path / strategy)
+        assert est.scaling_short == result.scaling_short == (bool(est.scaled) and bool(est.warnings)), strategy
