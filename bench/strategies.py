@@ -80,7 +80,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             "tokens": search["target"]["tokens"] + search["optimizer"]["tokens"],
             "stopped_by": result.stopped_by, "run_dir": result.run_dir,
             "replaced": result.best_prompt.id != result.seed_prompt.id,
-            "full_dev_candidates": result.n_fully_scored - 1,  # the seed is always scored on all of dev
+            "full_dev_candidates": max(result.n_fully_scored - 1, 0),  # the seed, unless a cap came first
             "strategy_seconds": result.strategy_seconds, "seconds": round(time.monotonic() - started, 1)}
 
 

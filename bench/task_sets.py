@@ -99,8 +99,9 @@ def _spent(result: Any, started: float) -> dict[str, Any]:
 
 
 def _settings(job: dict[str, Any]) -> dict[str, Any]:
-    """What must match for two runs to sit in one table: the budget, the split sizes and the mode."""
-    return {k: job[k] for k in ("target_calls", "optimizer_calls", "n_dev", "n_test", "mode")}
+    """What must match for two runs to sit in one table: the budget, the split sizes, the mode, the
+    tasks (which decide the unseen ones) and the strategies' parameters."""
+    return {k: job[k] for k in ("target_calls", "optimizer_calls", "n_dev", "n_test", "mode", "tasks", "params")}
 
 
 def _key(row: dict[str, Any]) -> tuple[str, str, int]:
@@ -145,16 +146,18 @@ def main(argv: list[str]) -> int:
     rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()] if rows_path.exists() else []
     done = {_key(r) for r in rows}
     tasks = args.tasks.split(",")
-    base = dict(mode=args.mode, target_calls=args.target_calls, optimizer_calls=args.optimizer_calls,
-                n_dev=args.n_dev, n_test=args.n_test, out=str(out),
+    if len(tasks) < 4:  # two are held out per seed and a set needs two more
+        raise SystemExit(f"--tasks needs at least 4 tasks (two stay unseen per seed); got {args.tasks!r}")
+    base = dict(mode=args.mode, tasks=tasks, params=json.loads(args.strategy_params),
+                target_calls=args.target_calls, optimizer_calls=args.optimizer_calls, n_dev=args.n_dev,
+                n_test=args.n_test, out=str(out),
                 data_dir=args.data_dir or str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     for row in rows:  # a resumed benchmark must keep the settings it started with
         if row.get("settings") != _settings(base):
             raise SystemExit(f"{rows_path} holds runs made with {row.get('settings')}; this command asks for "
                              f"{_settings(base)}: use the same options, or another --out")
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(_run_set, base | dict(kind="set", strategy=st, seed=s, tasks=tasks, unseen=unseen_for(tasks, s),
-                                   params=json.loads(args.strategy_params)))
+    jobs = [(_run_set, base | dict(kind="set", strategy=st, seed=s, unseen=unseen_for(tasks, s)))
             for s in seeds for st in args.strategies.split(",") if st]
     jobs += [(_run_selection, base | dict(kind="selection", task=t, seed=s))
              for s in seeds for t in args.selection_tasks.split(",") if t]

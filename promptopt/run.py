@@ -64,8 +64,8 @@ class Result:
         usage: calls and tokens per role, for the search and for the final test evaluation.
         stopped_by: the budget cap that ended the search, or None if it finished.
         n_candidates: prompts the search made, the seed included.
-        n_fully_scored: of those, the ones scored on all of dev (the seed included): the
-            candidates the final choice was made among.
+        n_fully_scored: the candidates scored on all of dev (the seed included): those the
+            final choice was made among (with ``select_on="held-out"``, on the held-out dev).
         selection: the rule that picked ``best_prompt`` among candidates scored on all of
             dev (``best-dev-mean`` unless the strategy declared its own).
         replacement: how the ``replace_if`` rule judged the search's winner against the seed
@@ -513,7 +513,7 @@ def _execute(run: _Run, config: dict[str, Any], *, scaling_short: bool = False) 
         seed=config["seed"], seed_prompt=seed_prompt, best_prompt=best, seed_dev=seed_dev,
         best_dev=best_cand.dev_mean() if best_cand else seed_dev, seed_test=seed_test, best_test=best_test,
         usage={"search": search_usage, "total": total}, stopped_by=stopped_by,
-        n_candidates=len(run.history.candidates), n_fully_scored=len(run.history.fully_scored()),
+        n_candidates=len(run.history.candidates), n_fully_scored=len(history.fully_scored()),
         selection=ctx.selection.rule if ctx.selection else "best-dev-mean",
         replacement=replacement, front=ctx.front, strategy_seconds=round(run.strategy_seconds, 3),
         selector=ctx.selector, selector_dev=selector_dev, selector_test=selector_test,

@@ -21,7 +21,6 @@ from promptopt.prompt import Prompt
 from promptopt.strategies._edits import Level, Units, field_text, split_field, with_field
 from promptopt.strategies._operators import OPERATORS, Edit, crossover, draw_edit, llm_rewriter, note_edit, splice
 from promptopt.strategies._params import parse_names
-from promptopt.strategies._task_sets import sample_over_tasks
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -53,7 +52,7 @@ class Search:
                  score_incumbents: bool, temperature: float) -> None:
         self.ctx, self.field, self.level, self.operators = ctx, field, level, operators
         self.score_incumbents = score_incumbents
-        self.score_set = sample_over_tasks(ctx, ctx.train, n_score, lambda ex: ex.id)
+        self.score_set = ctx.sample_across_tasks(ctx.train, n_score, lambda ex: ex.id)
         self.seed = self.best = ctx.seed_prompt
         self.rewrite = llm_rewriter(ctx, temperature=temperature) if "paraphrase" in operators else None
         self._fitness: dict[str, float] = {}

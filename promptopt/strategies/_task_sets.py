@@ -2,15 +2,12 @@
 
 On a set the text under search is the shared system prompt (``ctx.text_field ==
 "system"``). The helpers here return exactly what a strategy did before on one
-task, so single-task runs do not move, and on a set:
+task, so single-task runs do not move, and on a set (examples are drawn across the
+tasks with ``ctx.sample_across_tasks``, which is ``ctx.sample`` on one task):
 
 * :func:`describe_task` tells the optimizer what the text is for (the set's
   tasks, each asked with its own instruction after the system prompt);
 * :func:`worded` turns a meta-prompt's "instruction" into "system prompt";
-* :func:`sample_over_tasks` draws examples spread evenly over the tasks
-  (``ctx.sample_across_tasks``) with the tasks taking turns in a seeded random
-  order, so that a draw smaller than the number of tasks does not always come
-  from the first tasks;
 * :func:`task_namer` names each example's task where examples are shown;
 * :func:`answer_mode_of` and :func:`shown_answer` read an example's answer in
   its own task's mode.
@@ -19,8 +16,8 @@ task, so single-task runs do not move, and on a set:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from promptopt.tasks._set import TaskSet
 
@@ -28,9 +25,7 @@ if TYPE_CHECKING:
     from promptopt.context import Context
     from promptopt.evaluator import ExampleResult
 
-__all__ = ["answer_mode_of", "describe_task", "sample_over_tasks", "shown_answer", "task_namer", "worded"]
-
-T = TypeVar("T")
+__all__ = ["answer_mode_of", "describe_task", "shown_answer", "task_namer", "worded"]
 
 # not a ``{instruction}`` placeholder, which the template is filled in through
 _INSTRUCTION = re.compile(r"\b(?:(an|An) )?(?<!\{)(instruction|Instruction|INSTRUCTION)")
@@ -68,12 +63,6 @@ def describe_task(ctx: Context) -> str:
     if ctx.text_field == "instruction":
         return ctx.task.description or ctx.task.name
     return SET_DESCRIPTION.format(n=len(ctx.task_names), tasks=ctx.task.description)
-
-
-def sample_over_tasks(ctx: Context, items: Sequence[T], k: int, example_id: Callable[[T], str]) -> list[T]:
-    """``ctx.sample`` on one task; on a set, ``ctx.sample_across_tasks`` (spread over the tasks,
-    the ones that get one more item changing from draw to draw)."""
-    return ctx.sample_across_tasks(items, k, example_id)
 
 
 def task_namer(ctx: Context) -> Callable[[str], str] | None:

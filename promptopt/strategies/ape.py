@@ -59,7 +59,7 @@ from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_instruction
-from promptopt.strategies._task_sets import sample_over_tasks, task_namer, worded
+from promptopt.strategies._task_sets import task_namer, worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -172,8 +172,8 @@ class APE(Strategy):
         return evals, alive if done else 0
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        scoring_set = ctx.dev if self.score_examples is None else sample_over_tasks(
-            ctx, ctx.train, self.score_examples, lambda ex: ex.id)
+        scoring_set = ctx.dev if self.score_examples is None else ctx.sample_across_tasks(
+            ctx.train, self.score_examples, lambda ex: ex.id)
         pool_size = self.n_demo_sets * self.prompts_per_demo_set
         keep = max(1, math.ceil(self.keep_fraction * pool_size))
         candidates = self.propose(ctx)
@@ -191,7 +191,7 @@ class APE(Strategy):
         """Instructions induced from ``n_demo_sets`` sets of training demonstrations."""
         out = []
         for _ in range(self.n_demo_sets):
-            demos = format_demonstrations(sample_over_tasks(ctx, ctx.train, self.n_demos, lambda ex: ex.id),
+            demos = format_demonstrations(ctx.sample_across_tasks(ctx.train, self.n_demos, lambda ex: ex.id),
                                           task_of=task_namer(ctx))
             # APE collects a pool before scoring any: a cap reached while collecting leaves the pool in hand
             replies = ctx.propose_within_cap(worded(INDUCTION_PROMPT, ctx.text_field).format(demos=demos),
@@ -243,7 +243,7 @@ class APE(Strategy):
         once ``keep`` or fewer are left they are scored on all remaining examples.
         """
         alive = list({p.id: p for p in candidates}.values())
-        order = sample_over_tasks(ctx, examples, len(examples), lambda ex: ex.id)  # on a set, tasks take turns
+        order = ctx.sample_across_tasks(examples, len(examples), lambda ex: ex.id)  # on a set, tasks take turns
         scores: dict[str, list[float]] = {p.id: [] for p in alive}
         done = 0
         while alive and done < len(order):

@@ -53,7 +53,7 @@ from promptopt.strategies._formatting import shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._pareto import ParetoPool, merge_instructions
 from promptopt.strategies._parsing import clean_prompt_text, parse_tagged
-from promptopt.strategies._task_sets import answer_mode_of, describe_task, sample_over_tasks, task_namer, worded
+from promptopt.strategies._task_sets import answer_mode_of, describe_task, task_namer, worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -140,7 +140,7 @@ class GEPA(Strategy):
             ctx.note("stop", reason="no training examples to reflect on")
             return pool.finalists()
         sampler = _EpochSampler(ctx.train, self.minibatch_size, ctx.rng,
-                                order=lambda items: sample_over_tasks(ctx, items, len(items), lambda ex: ex.id))
+                                order=lambda items: ctx.sample_across_tasks(items, len(items), lambda ex: ex.id))
         merges = _MergeSchedule()
         perfect_streak = 0
         for iteration in itertools.islice(itertools.count(), self.max_iterations):
@@ -173,7 +173,7 @@ class GEPA(Strategy):
         """The dev split, or a seeded subset of ``n_pareto`` dev examples."""
         if self.n_pareto is None or self.n_pareto >= len(ctx.dev):
             return list(ctx.dev)
-        return sample_over_tasks(ctx, ctx.dev, self.n_pareto, lambda ex: ex.id)
+        return ctx.sample_across_tasks(ctx.dev, self.n_pareto, lambda ex: ex.id)
 
     # -- reflective mutation (Algorithm 1) ---------------------------------------------------
     def reflect(self, ctx: Context, pool: ParetoPool, minibatch: Sequence[Example],

@@ -45,7 +45,7 @@ from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_demonstrations
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import parse_instruction
-from promptopt.strategies._task_sets import sample_over_tasks, task_namer, worded
+from promptopt.strategies._task_sets import task_namer, worded
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -173,15 +173,15 @@ class OPRO(Strategy):
                                                             new_full=self.n_finalists))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        scoring_set = ctx.dev if self.score_examples is None else sample_over_tasks(
-            ctx, ctx.train, self.score_examples, lambda ex: ex.id)
+        scoring_set = ctx.dev if self.score_examples is None else ctx.sample_across_tasks(
+            ctx.train, self.score_examples, lambda ex: ex.id)
         trajectory = self.score(ctx, [ctx.seed_prompt], scoring_set, step=-1)
         for step in range(self.n_steps):
             shown = self.shown(trajectory)
             ctx.note("step", index=step, shown=[s.prompt.id for s in shown],
                      best=max(s.score for s in trajectory))
             meta_prompt = build_meta_prompt([(ctx.text(s.prompt), s.score) for s in shown],
-                                            sample_over_tasks(ctx, ctx.train, self.n_exemplars, lambda ex: ex.id),
+                                            ctx.sample_across_tasks(ctx.train, self.n_exemplars, lambda ex: ex.id),
                                             task_of=task_namer(ctx))
             replies = ctx.propose(meta_prompt, n=self.instructions_per_step, temperature=self.temperature,
                                   max_tokens=PROPOSAL_TOKENS)

@@ -56,7 +56,7 @@ from promptopt.strategies._loss_signals import SignalMeter, Signals
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import parse_instruction
 from promptopt.strategies._pruning import contiguous_groups, keep_units
-from promptopt.strategies._task_sets import describe_task, sample_over_tasks, task_namer, worded
+from promptopt.strategies._task_sets import describe_task, task_namer, worded
 from promptopt.tasks._preference import rejected_text
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ class PMPO(Strategy):
             raise ConfigError("PMPO scores preference pairs (chosen/rejected) on one task, not on a set of tasks; "
                               "got a set whose tasks are all preference files: optimize each task alone")
         field = self.edited_field(ctx)
-        score_set = sample_over_tasks(ctx, ctx.train, self.n_score, lambda ex: ex.id)
+        score_set = ctx.sample_across_tasks(ctx.train, self.n_score, lambda ex: ex.id)
         current = ctx.seed_prompt
         if not score_set or not field_text(current, field).strip():
             ctx.note("stop", reason=f"nothing to optimise: {len(score_set)} training examples, "

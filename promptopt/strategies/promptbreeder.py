@@ -59,7 +59,7 @@ from promptopt.strategies._formatting import shorten
 from promptopt.strategies._operators import crossover, note_edit
 from promptopt.strategies._params import Interval, NameList, OneOf, parse_names
 from promptopt.strategies._selection import roulette
-from promptopt.strategies._task_sets import sample_over_tasks, shown_answer, task_namer
+from promptopt.strategies._task_sets import shown_answer, task_namer
 
 if TYPE_CHECKING:
     from promptopt.context import Context
@@ -220,7 +220,7 @@ class PromptBreeder(Strategy):
         """The units with their fitness and correct working-outs on one fresh training minibatch."""
         if not units:
             return []
-        minibatch = sample_over_tasks(ctx, ctx.train, self.minibatch_size, lambda ex: ex.id)
+        minibatch = ctx.sample_across_tasks(ctx.train, self.minibatch_size, lambda ex: ex.id)
         results = {r.prompt.id: r for r in ctx.evaluate([u.prompt for u in units], minibatch)}
         return [replace(u, fitness=results[u.prompt.id].mean,
                         workings=_workings(ctx, results[u.prompt.id], minibatch)) for u in units]

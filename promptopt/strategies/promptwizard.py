@@ -64,7 +64,7 @@ from promptopt.strategies._base import Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results, shorten
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._parsing import clean_prompt_text, parse_items, usable_prompts
-from promptopt.strategies._task_sets import describe_task, sample_over_tasks, task_namer, worded
+from promptopt.strategies._task_sets import describe_task, task_namer, worded
 from promptopt.strategies.fewshot import round_robin_by_label
 
 if TYPE_CHECKING:
@@ -251,7 +251,7 @@ class PromptWizard(Strategy):
                                      optimizer_calls=self.refine_task_eg_iterations + decorate))
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        seen = sample_over_tasks(ctx, ctx.train, self.seen_set_size, lambda ex: ex.id)
+        seen = ctx.sample_across_tasks(ctx.train, self.seen_set_size, lambda ex: ex.id)
         best = ctx.seed_prompt
         for round_index in range(self.mutate_refine_iterations):
             ctx.note("round", index=round_index, best=best.id)
@@ -308,7 +308,7 @@ class PromptWizard(Strategy):
         for _ in range(self.max_eval_batches):
             if not active:
                 break
-            batch = sample_over_tasks(ctx, seen, self.questions_batch_size, lambda ex: ex.id)
+            batch = ctx.sample_across_tasks(seen, self.questions_batch_size, lambda ex: ex.id)
             results = ctx.evaluate([prompts[i] for i in active], batch)
             still = []
             for i, res in zip(active, results, strict=True):

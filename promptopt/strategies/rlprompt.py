@@ -55,7 +55,6 @@ from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._params import Interval, OneOf
 from promptopt.strategies._policy import Adam, TokenPolicy
 from promptopt.strategies._prompt_tokens import CandidateVocabulary, Written, parse_words
-from promptopt.strategies._task_sets import sample_over_tasks
 from promptopt.tasks._sampling import sample_examples
 
 if TYPE_CHECKING:
@@ -245,7 +244,7 @@ class RLPrompt(Strategy):
     def reward_set(self, ctx: Context) -> Sequence[Example]:
         """``n_examples`` training examples, label-stratified; on a set of tasks drawn evenly from each."""
         if ctx.text_field == "system":
-            return sample_over_tasks(ctx, ctx.train, self.n_examples, lambda ex: ex.id)
+            return ctx.sample_across_tasks(ctx.train, self.n_examples, lambda ex: ex.id)
         return sample_examples(ctx.train, self.n_examples, seed=ctx.rng.randrange(2**31),
                                stratify=ctx.task.labels is not None)
 

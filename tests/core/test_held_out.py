@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 import promptopt
@@ -159,7 +160,7 @@ def test_the_best_on_the_search_split_loses_to_a_better_one_on_dev(task: Task, t
     assert result.best_prompt == expected
     assert (result.best_dev, result.seed_dev) == (on_dev[expected.id], on_dev[result.seed_prompt.id])
     assert result.search_dev == search[expected.id]
-    monkeypatch.setattr(cli.out, "_width", 200)  # no wrapping (undone to the width the terminal gives)
+    monkeypatch.setattr(cli, "out", Console(width=200))  # no wrapping
     with cli.out.capture() as summary:  # the CLI's summary says where the pick was made, and the search's mean
         cli._print_result(result)
     assert f"examples the search used: {result.search_dev:.3f}" in summary.get()
@@ -209,6 +210,7 @@ def test_seed_and_finalists_are_scored_on_dev_when_the_target_cap_stops_the_stra
     assert [e["prompt_id"] for e in selections] == [result.seed_prompt.id, *top]
     assert all(e["n"] == N_DEV for e in selections)
     assert not [e for e in events if e["type"] == "finalist_unscored"]
+    assert result.n_fully_scored == 3  # on dev, where the choice was made: the seed and the top two of five
 
 
 class _PartlyScored(Strategy):

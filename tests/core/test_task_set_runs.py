@@ -240,19 +240,18 @@ class _DrawsOne(Strategy):
 
     name = "draws-one"
     supports_task_sets = True
-    tasks_drawn: list[str] = []
 
     def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
         for _ in range(40):
             (example,) = ctx.sample_across_tasks(ctx.train, 1, lambda ex: ex.id)
-            self.tasks_drawn.append(ctx.task_of(example.id))
+            ctx.note("drawn", task=ctx.task_of(example.id))
         return []
 
 
 def test_draws_smaller_than_the_set_do_not_favour_its_first_tasks(tmp_path: Path) -> None:
-    strategy = _DrawsOne()
-    strategy.tasks_drawn = []
-    promptopt.optimize([labelled(n) for n in ("alpha", "beta", "gamma", "delta")], strategy, backend(),
-                       runs_dir=tmp_path / "runs", cache=False, budget=promptopt.Budget(target_calls=600))
-    counts = {name: strategy.tasks_drawn.count(name) for name in ("alpha", "beta", "gamma", "delta")}
-    assert all(n >= 4 for n in counts.values()), counts  # 10 expected each; the set's order gives no advantage
+    names = ("alpha", "beta", "gamma", "delta")
+    result = promptopt.optimize([labelled(n) for n in names], _DrawsOne(), backend(), runs_dir=tmp_path / "runs",
+                                cache=False, budget=promptopt.Budget(target_calls=600))
+    drawn = [e["task"] for e in _events(result) if e["type"] == "drawn"]
+    counts = {name: drawn.count(name) for name in names}
+    assert len(drawn) == 40 and all(n >= 4 for n in counts.values()), counts  # 10 expected each

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 import promptopt
@@ -118,7 +119,7 @@ def test_a_run_trains_scores_and_saves_the_selector(kinds_task: Task, tmp_path: 
     assert saved["selector"]["file"] == SELECTOR_FILE
     # the best single candidate is still the finalist: the usual comparison with the seed is unchanged
     assert result.best_prompt == selector.prompts[0]
-    monkeypatch.setattr(cli.out, "_width", 200)  # no wrapping (undone to the width the terminal gives)
+    monkeypatch.setattr(cli, "out", Console(width=200))  # no wrapping
     with cli.out.capture() as summary:  # the CLI's summary table shows the selector beside seed and best
         cli._print_result(result)
     assert re.search(rf"per-input selector[\s│]+{result.selector_dev:.3f}[\s│]+{re.escape(str(result.selector_test))}",
