@@ -37,7 +37,8 @@ Where this departs from the reference, and why:
   never loses its best (the reference keeps only the children); a component's reward is
   then a paired difference on the same examples (the reference subtracts the parent's score
   on an earlier sample);
-* a component already in a prompt is not added to it again;
+* a component already in a prompt is not added to it again: each parent adds the ``n_add``
+  components of highest bound it does not hold;
 * candidates are scored in chunks of ``EVAL_CHUNK`` and the leaders (the beam, at least
   ``OFFERED`` prompts) are offered after each, so a budget stop keeps the best found even
   when a parent leads a narrow beam; adds come in UCB order, best component first;
@@ -215,7 +216,7 @@ class SPRIG(Strategy):
         while self.max_iterations is None or iteration < self.max_iterations:
             minibatch = ctx.sample_across_tasks(ctx.train, self.examples_per_task * len(ctx.task_names),
                                                 lambda ex: ex.id)
-            ranked = search.arms.ranked()[: self.n_add]
+            ranked = search.arms.ranked()
             children = search.neighbours(beam, ranked)
             ctx.note("sprig_iteration", index=iteration, beam=[p.id for p in beam], candidates=len(children),
                      examples=len(minibatch), ucb_order=ranked)
@@ -264,8 +265,9 @@ class _Search:
         pool = components_of(parse_names(strategy.categories, CATEGORIES, "categories"))
         seed = ctx.seed_prompt
         self.units: dict[str, Units] = {seed.id: split(ctx.text(seed), "sentence")}
-        # ties between components never tried are broken in a seeded order, not the pool's
-        self.arms = UCBArms([*self.units[seed.id].pieces, *ctx.sample(pool, len(pool))], c=strategy.exploration)
+        # ties between components never tried are broken in a seeded order, not the pool's; the seed's
+        # own sentences come last, as a parent holding them cannot add them
+        self.arms = UCBArms([*ctx.sample(pool, len(pool)), *self.units[seed.id].pieces], c=strategy.exploration)
         self.arm_of: dict[str, str] = {}  # a paraphrase is credited to the component it rewrote
         self.paraphrases: dict[str, tuple[str, ...]] = {}
         self.can_propose = True
@@ -274,12 +276,14 @@ class _Search:
 
     # -- candidates ------------------------------------------------------------------------
     def neighbours(self, beam: Sequence[Prompt], ranked: Sequence[str]) -> list[_Child]:
-        """Every one-edit neighbour of the beam's prompts, adding the ``ranked`` components. Two edits
-        may make the same prompt (it is scored once); each is credited, as in the reference."""
+        """Every one-edit neighbour of the beam's prompts, each adding the first ``n_add`` of the
+        ``ranked`` components it does not hold. Two edits may make the same prompt (it is scored
+        once); each is credited, as in the reference."""
         out = []
         for parent in beam:
             units = self.units[parent.id]
-            for change in component_edits(units, self.operators, ranked=ranked,
+            fresh = [c for c in ranked if c not in units.pieces][: self.strategy.n_add]
+            for change in component_edits(units, self.operators, ranked=fresh,
                                           paraphrases=self._paraphrases(units.pieces)):
                 child = self.ctx.with_text(parent, change.units.join())
                 self.units.setdefault(child.id, change.units)

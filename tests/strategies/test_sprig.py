@@ -154,6 +154,27 @@ def test_components_are_credited_with_the_score_change_they_brought(tmp_path: Pa
     assert STEP in result.best_prompt.system and result.best_dev == 1.0
 
 
+
+@pytest.mark.parametrize("seed_text", ["Be brief.", "Be brief. Be calm."], ids=["one-sentence", "two-sentences"])
+def test_each_parent_gets_n_add_components_it_does_not_hold(tmp_path: Path, seed_text: str) -> None:
+    # the seed's own sentences are arms too; they must not take the places of components to add
+    added: list[frozenset[str]] = []
+    for seed in (0, 1, 2, 3):
+        result = promptopt.optimize([labelled("alpha"), labelled("beta")],
+                                    SPRIG(operators="add", n_add=2, beam_size=1, examples_per_task=2,
+                                          max_iterations=1), fake(lambda s: False), system=seed_text, seed=seed,
+                                    runs_dir=tmp_path / f"runs-{seed}", cache=False,
+                                    budget=promptopt.Budget(target_calls=4000), scale_to_budget=False)
+        pieces = len(split(seed_text, "sentence"))
+        first = events(result, "sprig_iteration")[0]
+        assert first["candidates"] == 2 * (pieces + 1)  # 2 components at every place
+        assert first["ucb_order"][-pieces:] == list(split(seed_text, "sentence").pieces)  # after the pool: untried too
+        new = {c for e in events(result, "edit") for edit in e["edits"] for c in edit["after"]}
+        assert len(new) == 2 and new <= set(components_of(CATEGORIES))
+        added.append(frozenset(new))
+    assert len(set(added)) > 1  # untried components tie: the run's seed orders them, not the pool
+
+
 # --- the beam ------------------------------------------------------------------------------------
 
 def test_the_beam_never_loses_its_best(tmp_path: Path) -> None:
