@@ -20,7 +20,8 @@ searched for a whole set of tasks. Each iteration, as the reference code runs it
 
 The search starts from the seed (the reference starts from an empty system prompt; the
 seed here is the target model's default unless ``system=`` says otherwise) and runs until
-the budget ends (``max_iterations=None``; the reference sets 5000). The beam is offered
+the budget ends or, at most, the reference's 5000 iterations (``max_iterations=None``; the
+step plan prices it as a loop the budget ends, as 5000 iterations outlast any budget it fits). The beam is offered
 to the Run as it changes and returned at the end, so the Run scores it on all of dev.
 On one task the same search edits the task's instruction (``ctx.text_field``). Events:
 ``sprig_iteration`` (beam, candidates, UCB order), ``sprig_paraphrases`` (a component's
@@ -84,7 +85,7 @@ if TYPE_CHECKING:
     from promptopt.prompt import Prompt
     from promptopt.types import Example
 
-__all__ = ["EVAL_CHUNK", "SPRIG", "SPRIG_OPERATORS", "ComponentEdit", "component_edits"]
+__all__ = ["EVAL_CHUNK", "REFERENCE_ITERATIONS", "SPRIG", "SPRIG_OPERATORS", "ComponentEdit", "component_edits"]
 
 #: the edit operators SPRIG knows; the paper's four are the default
 SPRIG_OPERATORS = ("add", "delete", "swap", "substitute", "paraphrase")
@@ -97,6 +98,8 @@ EVAL_CHUNK = 16
 OFFERED = 3
 #: the parent size (components) the step plan assumes: prompts grow as the search adds
 PLAN_COMPONENTS = 3
+#: iterations when ``max_iterations`` is None: the reference's count, so a budget without a target cap ends
+REFERENCE_ITERATIONS = 5000
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,8 @@ class SPRIG(Strategy):
         operators: edit operators, a list or comma-separated names of :data:`SPRIG_OPERATORS`.
         categories: component categories of the pool (``_sprig_components.CATEGORIES``).
         exploration: weight of the UCB bonus (1: the reference's sqrt(2 ln N / n)).
-        max_iterations: iterations; None runs until the budget ends.
+        max_iterations: iterations; None runs until the budget ends, at most the reference's
+            :data:`REFERENCE_ITERATIONS` (5000).
         temperature: optimizer sampling temperature for paraphrases.
 
     Example:
@@ -212,8 +216,8 @@ class SPRIG(Strategy):
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         search = _Search(ctx, self)
         beam = [ctx.seed_prompt]
-        iteration = 0
-        while self.max_iterations is None or iteration < self.max_iterations:
+        iterations = REFERENCE_ITERATIONS if self.max_iterations is None else self.max_iterations
+        for iteration in range(iterations):
             minibatch = ctx.sample_across_tasks(ctx.train, self.examples_per_task * len(ctx.task_names),
                                                 lambda ex: ex.id)
             ranked = search.arms.ranked()
@@ -225,7 +229,6 @@ class SPRIG(Strategy):
             beam = search.select(beam, children, minibatch)
             ctx.note("sprig_beam", index=iteration, beam=[{"prompt_id": p.id, "score": search.scores[p.id]}
                                                           for p in beam], arms=search.arms.table())
-            iteration += 1
         return beam
 
     def finalist_gap(self, n_dev: int) -> int:

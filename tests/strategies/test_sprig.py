@@ -20,6 +20,7 @@ from promptopt.strategies import SPRIG, get_strategy
 from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._edits import split
 from promptopt.strategies._sprig_components import CATEGORIES, COMPONENTS, components_of
+from promptopt.strategies import sprig as sprig_module
 from promptopt.strategies._ucb_arms import UCBArms
 from promptopt.strategies.sprig import component_edits
 from promptopt.tasks import ClassificationTask, Splits, Task
@@ -295,6 +296,16 @@ def test_a_stop_completes_a_new_leader_when_the_seed_leads_a_one_prompt_beam(tmp
     offered = events(result, "offer")[-1]["prompt_ids"]
     assert offered[0] == result.seed_prompt.id and len(offered) == 3
     assert result.n_fully_scored == 2  # the seed and the first new leader
+
+
+def test_without_max_iterations_it_stops_after_the_references_iterations(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # a budget whose target cap is never reached: the loop ends on its own (the count made small here)
+    monkeypatch.setattr(sprig_module, "REFERENCE_ITERATIONS", 2)
+    result = run([labelled("alpha"), labelled("beta")], fake(lambda s: False), tmp_path, beam_size=1, n_add=1,
+                 calls=10**6, max_iterations=None)
+    assert result.stopped_by is None and [e["index"] for e in events(result, "sprig_iteration")] == [0, 1]
+    assert SPRIG().max_iterations is None and SPRIG().step_plan(30, 100).paper_steps is None
 
 
 def test_parameters_round_trip_and_the_registry_knows_it() -> None:
