@@ -163,12 +163,13 @@ class MetaSPO(Strategy):
         return n_dev
 
     def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
-        """One iteration (inner and outer loop) on ``n_tasks`` tasks (two, the fewest it searches, when
-        fewer are given) sharing the ``n_train`` training examples equally; each task's seed prompt is
-        scored once first, and each accepted system prompt on dev at the end."""
+        """The costliest iteration (inner and outer loop) on ``n_tasks`` tasks (two, the fewest it
+        searches, when fewer are given) sharing the ``n_train`` training examples equally; each task's
+        seed prompt is scored once first, and each accepted system prompt on dev at the end. Kept user
+        prompts carry over, so a system prompt is scored with the most of them in the last iteration."""
         tasks = max(n_tasks, self.min_tasks)
         n = min(self.examples_per_task, max(1, n_train // tasks))
-        kept = min(self.user_top_k, 1 + self.n_user_candidates)
+        kept = min(self.user_top_k, 1 + self.iterations * self.n_user_candidates)
         inner = tasks * self.n_user_candidates
         evals = inner * n + self.n_system_candidates * tasks * kept * n
         return StepPlan("iteration", Spend(example_evals=evals,
