@@ -91,8 +91,8 @@ def test_sprigs_minibatch_holds_examples_of_every_task() -> None:
 
 def test_metaspos_loops_run_over_every_task() -> None:
     # 50 examples of each task; inner loop: 3 rewrites per task (critique + edit), each scored on its task;
-    # outer loop: 9 system prompts (critique + edit) scored with each task's kept user prompts: from the
-    # second iteration on a task holds its seed and 3 rewrites an iteration, of which it keeps user_top_k, 3
+    # outer loop: 9 system prompts (critique + edit) scored with each task's kept user prompts: after the
+    # first inner loop a task holds its seed and 3 rewrites and keeps user_top_k (3) of them, as later
     def plan(k: int) -> StepPlan:
         return StepPlan("iteration", Spend(example_evals=k * 3 * 50 + 9 * k * 3 * 50,
                                            optimizer_calls=2 * (k * 3 + 9)),
