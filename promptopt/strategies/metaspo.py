@@ -64,7 +64,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
 from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results
@@ -145,9 +144,7 @@ class MetaSPO(Strategy):
         self.temperature = temperature
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        if not isinstance(ctx.task, TaskSet) or len(ctx.task_names) < self.min_tasks:
-            raise ConfigError(f"strategy 'metaspo' needs a set of at least {self.min_tasks} tasks to search; "
-                              f"got {len(ctx.task_names)}")
+        # the Run refuses fewer than ``min_tasks`` tasks before any call (``check_task_count``)
         bilevel = _Bilevel(ctx, self)
         accepted = [ctx.seed_prompt]
         for iteration in range(self.iterations):
