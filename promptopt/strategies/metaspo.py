@@ -198,15 +198,19 @@ class _Bilevel:
 
     @property
     def system_prompt(self) -> Prompt:
-        return Prompt(system=self.system)
+        return self.candidate(self.system)
+
+    def candidate(self, system: str) -> Prompt:
+        """The prompt the Run scores: the seed with ``system`` as its system prompt."""
+        return self.ctx.with_text(self.ctx.seed_prompt, system)
 
     # -- prompts and scores -------------------------------------------------------------------
     def prompt(self, system: str, task: str, instruction: str) -> Prompt:
         """The candidate a task's examples are asked with: the system prompt alone when the task keeps
         its seed instruction (so it is the very prompt the Run scores), else with the instruction."""
         if instruction == self.seeds[task]:
-            return Prompt(system=system)
-        return Prompt(system=system, instruction=instruction)
+            return self.candidate(system)
+        return self.candidate(system).with_instruction(instruction)
 
     def _score(self, system: str, task: str, instructions: Sequence[str]) -> list[float]:
         prompts = [self.prompt(system, task, i) for i in instructions]
@@ -286,7 +290,7 @@ class _Bilevel:
         for system in proposals:
             self._record_system(system)
             score = meta_score({t: self._score(system, t, self.users[t]) for t in self.ctx.task_names})
-            tried.append({"prompt_id": Prompt(system=system).id, "meta_score": score})
+            tried.append({"prompt_id": self.candidate(system).id, "meta_score": score})
             if score > best_score:
                 best, best_score = system, score
         changed = best != self.system
@@ -299,7 +303,7 @@ class _Bilevel:
 
     def _record_system(self, system: str) -> None:
         """A proposed system prompt, and each pairing of it with a task's kept user prompt."""
-        candidate = Prompt(system=system)
+        candidate = self.candidate(system)
         self.ctx.record(candidate, [self.system_prompt], "system-rewrite")
         for task in self.ctx.task_names:
             for instruction in self.users[task]:
