@@ -17,10 +17,10 @@ from typer.testing import CliRunner
 import promptopt
 from promptopt.cli import app
 from promptopt.strategies import SPRIG, get_strategy
+from promptopt.strategies import sprig as sprig_module
 from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._edits import split
 from promptopt.strategies._sprig_components import CATEGORIES, COMPONENTS, components_of
-from promptopt.strategies import sprig as sprig_module
 from promptopt.strategies._ucb_arms import UCBArms
 from promptopt.strategies.sprig import component_edits
 from promptopt.tasks import ClassificationTask, Splits, Task
