@@ -333,7 +333,8 @@ def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
                                       "max_iterations=4", "--param", "beam_size=2", "--dry-run", "--runs-dir",
                                       str(tmp_path / "runs"), "--no-scale-to-budget"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    plan = SPRIG(beam_size=2).step_plan(30, 100).per_step
-    assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, "
-                     f"{plan.optimizer_calls:,.0f} optimizer calls", result.stdout), result.stdout
+    # two tasks of 30 dev examples (the default) and 100 training ones (the synthetic tasks' own)
+    plan = SPRIG(beam_size=2, max_iterations=4).step_plan(2 * 30, 2 * 100, n_tasks=2).per_step
+    assert f"plan: one iteration ≈ {plan.example_evals:,.0f} example evaluations (" in result.stdout, result.stdout
+    assert f" target calls), {plan.optimizer_calls:,.0f} optimizer calls" in result.stdout
     assert "the paper's loop runs 4" in result.stdout and not (tmp_path / "runs").exists()
