@@ -64,7 +64,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from promptopt.exceptions import ConfigError
 from promptopt.prompt import Prompt
 from promptopt.strategies._base import Scalable, Spend, StepPlan, Strategy
 from promptopt.strategies._formatting import format_results
@@ -145,9 +144,7 @@ class MetaSPO(Strategy):
         self.temperature = temperature
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
-        if not isinstance(ctx.task, TaskSet) or len(ctx.task_names) < self.min_tasks:
-            raise ConfigError(f"strategy 'metaspo' needs a set of at least {self.min_tasks} tasks to search; "
-                              f"got {len(ctx.task_names)}")
+        # the Run refuses fewer than ``min_tasks`` tasks before any call (``check_task_count``)
         bilevel = _Bilevel(ctx, self)
         accepted = [ctx.seed_prompt]
         for iteration in range(self.iterations):
@@ -163,12 +160,13 @@ class MetaSPO(Strategy):
         return n_dev
 
     def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
-        """One iteration (inner and outer loop) on ``n_tasks`` tasks (two, the fewest it searches, when
-        fewer are given) sharing the ``n_train`` training examples equally; each task's seed prompt is
-        scored once first, and each accepted system prompt on dev at the end."""
+        """The costliest iteration (inner and outer loop) on ``n_tasks`` tasks (two, the fewest it
+        searches, when fewer are given) sharing the ``n_train`` training examples equally; each task's
+        seed prompt is scored once first, and each accepted system prompt on dev at the end. Kept user
+        prompts carry over, so a system prompt is scored with the most of them in the last iteration."""
         tasks = max(n_tasks, self.min_tasks)
         n = min(self.examples_per_task, max(1, n_train // tasks))
-        kept = min(self.user_top_k, 1 + self.n_user_candidates)
+        kept = min(self.user_top_k, 1 + self.iterations * self.n_user_candidates)
         inner = tasks * self.n_user_candidates
         evals = inner * n + self.n_system_candidates * tasks * kept * n
         return StepPlan("iteration", Spend(example_evals=evals,
@@ -200,15 +198,19 @@ class _Bilevel:
 
     @property
     def system_prompt(self) -> Prompt:
-        return Prompt(system=self.system)
+        return self.candidate(self.system)
+
+    def candidate(self, system: str) -> Prompt:
+        """The prompt the Run scores: the seed with ``system`` as its system prompt."""
+        return self.ctx.with_text(self.ctx.seed_prompt, system)
 
     # -- prompts and scores -------------------------------------------------------------------
     def prompt(self, system: str, task: str, instruction: str) -> Prompt:
         """The candidate a task's examples are asked with: the system prompt alone when the task keeps
         its seed instruction (so it is the very prompt the Run scores), else with the instruction."""
         if instruction == self.seeds[task]:
-            return Prompt(system=system)
-        return Prompt(system=system, instruction=instruction)
+            return self.candidate(system)
+        return self.candidate(system).with_instruction(instruction)
 
     def _score(self, system: str, task: str, instructions: Sequence[str]) -> list[float]:
         prompts = [self.prompt(system, task, i) for i in instructions]
@@ -288,7 +290,7 @@ class _Bilevel:
         for system in proposals:
             self._record_system(system)
             score = meta_score({t: self._score(system, t, self.users[t]) for t in self.ctx.task_names})
-            tried.append({"prompt_id": Prompt(system=system).id, "meta_score": score})
+            tried.append({"prompt_id": self.candidate(system).id, "meta_score": score})
             if score > best_score:
                 best, best_score = system, score
         changed = best != self.system
@@ -301,7 +303,7 @@ class _Bilevel:
 
     def _record_system(self, system: str) -> None:
         """A proposed system prompt, and each pairing of it with a task's kept user prompt."""
-        candidate = Prompt(system=system)
+        candidate = self.candidate(system)
         self.ctx.record(candidate, [self.system_prompt], "system-rewrite")
         for task in self.ctx.task_names:
             for instruction in self.users[task]:

@@ -20,7 +20,8 @@ searched for a whole set of tasks. Each iteration, as the reference code runs it
 
 The search starts from the seed (the reference starts from an empty system prompt; the
 seed here is the target model's default unless ``system=`` says otherwise) and runs until
-the budget ends (``max_iterations=None``; the reference sets 5000). The beam is offered
+the budget ends or, at most, the reference's 5000 iterations (``max_iterations=None``; the
+step plan prices it as a loop the budget ends, as 5000 iterations outlast any budget it fits). The beam is offered
 to the Run as it changes and returned at the end, so the Run scores it on all of dev.
 On one task the same search edits the task's instruction (``ctx.text_field``). Events:
 ``sprig_iteration`` (beam, candidates, UCB order), ``sprig_paraphrases`` (a component's
@@ -37,7 +38,8 @@ Where this departs from the reference, and why:
   never loses its best (the reference keeps only the children); a component's reward is
   then a paired difference on the same examples (the reference subtracts the parent's score
   on an earlier sample);
-* a component already in a prompt is not added to it again;
+* a component already in a prompt is not added to it again: each parent adds the ``n_add``
+  components of highest bound it does not hold;
 * candidates are scored in chunks of ``EVAL_CHUNK`` and the leaders (the beam, at least
   ``OFFERED`` prompts) are offered after each, so a budget stop keeps the best found even
   when a parent leads a narrow beam; adds come in UCB order, best component first;
@@ -83,7 +85,7 @@ if TYPE_CHECKING:
     from promptopt.prompt import Prompt
     from promptopt.types import Example
 
-__all__ = ["EVAL_CHUNK", "SPRIG", "SPRIG_OPERATORS", "ComponentEdit", "component_edits"]
+__all__ = ["EVAL_CHUNK", "REFERENCE_ITERATIONS", "SPRIG", "SPRIG_OPERATORS", "ComponentEdit", "component_edits"]
 
 #: the edit operators SPRIG knows; the paper's four are the default
 SPRIG_OPERATORS = ("add", "delete", "swap", "substitute", "paraphrase")
@@ -96,6 +98,8 @@ EVAL_CHUNK = 16
 OFFERED = 3
 #: the parent size (components) the step plan assumes: prompts grow as the search adds
 PLAN_COMPONENTS = 3
+#: iterations when ``max_iterations`` is None: the reference's count, so a budget without a target cap ends
+REFERENCE_ITERATIONS = 5000
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,8 @@ class SPRIG(Strategy):
         operators: edit operators, a list or comma-separated names of :data:`SPRIG_OPERATORS`.
         categories: component categories of the pool (``_sprig_components.CATEGORIES``).
         exploration: weight of the UCB bonus (1: the reference's sqrt(2 ln N / n)).
-        max_iterations: iterations; None runs until the budget ends.
+        max_iterations: iterations; None runs until the budget ends, at most the reference's
+            :data:`REFERENCE_ITERATIONS` (5000).
         temperature: optimizer sampling temperature for paraphrases.
 
     Example:
@@ -211,11 +216,11 @@ class SPRIG(Strategy):
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         search = _Search(ctx, self)
         beam = [ctx.seed_prompt]
-        iteration = 0
-        while self.max_iterations is None or iteration < self.max_iterations:
+        iterations = REFERENCE_ITERATIONS if self.max_iterations is None else self.max_iterations
+        for iteration in range(iterations):
             minibatch = ctx.sample_across_tasks(ctx.train, self.examples_per_task * len(ctx.task_names),
                                                 lambda ex: ex.id)
-            ranked = search.arms.ranked()[: self.n_add]
+            ranked = search.arms.ranked()
             children = search.neighbours(beam, ranked)
             ctx.note("sprig_iteration", index=iteration, beam=[p.id for p in beam], candidates=len(children),
                      examples=len(minibatch), ucb_order=ranked)
@@ -224,7 +229,6 @@ class SPRIG(Strategy):
             beam = search.select(beam, children, minibatch)
             ctx.note("sprig_beam", index=iteration, beam=[{"prompt_id": p.id, "score": search.scores[p.id]}
                                                           for p in beam], arms=search.arms.table())
-            iteration += 1
         return beam
 
     def finalist_gap(self, n_dev: int) -> int:
@@ -264,8 +268,9 @@ class _Search:
         pool = components_of(parse_names(strategy.categories, CATEGORIES, "categories"))
         seed = ctx.seed_prompt
         self.units: dict[str, Units] = {seed.id: split(ctx.text(seed), "sentence")}
-        # ties between components never tried are broken in a seeded order, not the pool's
-        self.arms = UCBArms([*self.units[seed.id].pieces, *ctx.sample(pool, len(pool))], c=strategy.exploration)
+        # ties between components never tried are broken in a seeded order, not the pool's; the seed's
+        # own sentences come last, as a parent holding them cannot add them
+        self.arms = UCBArms([*ctx.sample(pool, len(pool)), *self.units[seed.id].pieces], c=strategy.exploration)
         self.arm_of: dict[str, str] = {}  # a paraphrase is credited to the component it rewrote
         self.paraphrases: dict[str, tuple[str, ...]] = {}
         self.can_propose = True
@@ -274,12 +279,14 @@ class _Search:
 
     # -- candidates ------------------------------------------------------------------------
     def neighbours(self, beam: Sequence[Prompt], ranked: Sequence[str]) -> list[_Child]:
-        """Every one-edit neighbour of the beam's prompts, adding the ``ranked`` components. Two edits
-        may make the same prompt (it is scored once); each is credited, as in the reference."""
+        """Every one-edit neighbour of the beam's prompts, each adding the first ``n_add`` of the
+        ``ranked`` components it does not hold. Two edits may make the same prompt (it is scored
+        once); each is credited, as in the reference."""
         out = []
         for parent in beam:
             units = self.units[parent.id]
-            for change in component_edits(units, self.operators, ranked=ranked,
+            fresh = [c for c in ranked if c not in units.pieces][: self.strategy.n_add]
+            for change in component_edits(units, self.operators, ranked=fresh,
                                           paraphrases=self._paraphrases(units.pieces)):
                 child = self.ctx.with_text(parent, change.units.join())
                 self.units.setdefault(child.id, change.units)

@@ -76,7 +76,6 @@ def test_metaspo_tunes_each_tasks_user_prompt_under_one_system_prompt(tmp_path: 
     # system prompt when some task's best user prompt still errs; a critique with reasons is then edited
     erring = [t for t, e in inner.items() if any(p["score"] < 1 for p in e["user_prompts"]
                                                  if p["instruction"] not in e["proposed"])]
-    assert erring  # SmolLM2-135M is not right on all 12 training examples
     still_erring = any(e["user_prompts"][0]["score"] < 1 for e in inner.values())
     edits = (sum(len(e["proposed"]) for e in inner.values()) + len(outer["candidates"])
              + len(_skips(events, "edit", "user-rewrite", "system-rewrite")))  # each rewrite: listed or skipped
@@ -92,9 +91,14 @@ def test_metaspo_tunes_each_tasks_user_prompt_under_one_system_prompt(tmp_path: 
             assert prompt.instruction in inner[next(iter(e["per_task"]))]["proposed"]
         elif e["dev"]:  # what the Run scores is a system prompt over every task, each with its own instruction
             assert set(e["per_task"]) == set(TASKS)
+    # the user prompts recorded at the end are those the inner loop kept, ranked under the final system
+    # prompt: as the inner loop ranked them when the system prompt did not change
     (final,) = [e for e in events if e["type"] == "metaspo_user_prompts"]
-    assert set(final["tasks"]) == set(TASKS)
+    assert set(final["tasks"]) == set(TASKS) and final["system_id"] == outer["system_id"]
     for task, e in inner.items():
-        kept = [p["instruction"] for p in final["tasks"][task]["user_prompts"]]
-        assert set(e["proposed"]) <= set(kept) and len(kept) == 1 + len(e["proposed"])
+        kept = final["tasks"][task]["user_prompts"]
+        assert sorted(p["instruction"] for p in kept) == sorted(p["instruction"] for p in e["user_prompts"])
+        assert [p["score"] for p in kept] == sorted((p["score"] for p in kept), reverse=True)
+        if not outer["changed"]:
+            assert kept == e["user_prompts"]
     assert result.best_prompt == Prompt(system=result.best_prompt.system)

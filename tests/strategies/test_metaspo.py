@@ -224,14 +224,23 @@ def test_parameters_round_trip_and_the_plan() -> None:
         setup=Spend(example_evals=2 * 50), finish=Spend(example_evals=3 * 20, new_full=3))
 
 
-def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["optimize", "--strategy", "metaspo", "--task",
-                                      "synthetic:sentiment,synthetic:arithmetic", "--model", "fake:x", "--param",
-                                      "iterations=2", "--param", "n_system_candidates=4", "--dry-run", "--runs-dir",
+def test_dry_run_on_a_set_of_three_shows_the_plan(tmp_path: Path) -> None:
+    rows = [json.dumps({"input": f"item {i}", "target": "yes" if i % 2 else "no"}) for i in range(60)]
+    (tmp_path / "yes_no.jsonl").write_text("\n".join(rows) + "\n")
+    names = ["synthetic:sentiment", "synthetic:arithmetic", f"file:{tmp_path / 'yes_no.jsonl'}"]
+    (tmp_path / "set.toml").write_text("".join(f'[[tasks]]\nname = "{name}"\n' for name in names))
+    result = CliRunner().invoke(app, ["optimize", "--strategy", "metaspo", "--task-set", str(tmp_path / "set.toml"),
+                                      "--model", "fake:x", "--param", "iterations=2", "--param",
+                                      "n_system_candidates=4", "--param", "examples_per_task=15", "--n-train", "20",
+                                      "--n-dev", "10", "--n-test", "10", "--dry-run", "--runs-dir",
                                       str(tmp_path / "runs"), "--no-scale-to-budget"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    # 2 x 3 user rewrites and 4 system prompts, two optimizer calls each
-    assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, 20 optimizer calls", result.stdout)
+    # 3 x 3 user rewrites and 4 system prompts scored with 3 user prompts, on 15 examples of each task
+    metaspo = MetaSPO(iterations=2, n_system_candidates=4, examples_per_task=15)
+    plan = metaspo.step_plan(3 * 10, 3 * 20, n_tasks=3).per_step
+    assert (plan.example_evals, plan.optimizer_calls) == (3 * 3 * 15 + 4 * 3 * 3 * 15, 2 * (3 * 3 + 4))
+    assert f"plan: one iteration ≈ {plan.example_evals:,.0f} example evaluations (" in result.stdout, result.stdout
+    assert f" target calls), {plan.optimizer_calls:,.0f} optimizer calls" in result.stdout
     assert "the paper's loop runs 2" in result.stdout and not (tmp_path / "runs").exists()
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 import promptopt
 from promptopt.cli import app
 from promptopt.strategies import SPRIG, get_strategy
+from promptopt.strategies import sprig as sprig_module
 from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._edits import split
 from promptopt.strategies._sprig_components import CATEGORIES, COMPONENTS, components_of
@@ -154,6 +155,27 @@ def test_components_are_credited_with_the_score_change_they_brought(tmp_path: Pa
     assert STEP in result.best_prompt.system and result.best_dev == 1.0
 
 
+
+@pytest.mark.parametrize("seed_text", ["Be brief.", "Be brief. Be calm."], ids=["one-sentence", "two-sentences"])
+def test_each_parent_gets_n_add_components_it_does_not_hold(tmp_path: Path, seed_text: str) -> None:
+    # the seed's own sentences are arms too; they must not take the places of components to add
+    added: list[frozenset[str]] = []
+    for seed in (0, 1, 2, 3):
+        result = promptopt.optimize([labelled("alpha"), labelled("beta")],
+                                    SPRIG(operators="add", n_add=2, beam_size=1, examples_per_task=2,
+                                          max_iterations=1), fake(lambda s: False), system=seed_text, seed=seed,
+                                    runs_dir=tmp_path / f"runs-{seed}", cache=False,
+                                    budget=promptopt.Budget(target_calls=4000), scale_to_budget=False)
+        pieces = len(split(seed_text, "sentence"))
+        first = events(result, "sprig_iteration")[0]
+        assert first["candidates"] == 2 * (pieces + 1)  # 2 components at every place
+        assert first["ucb_order"][-pieces:] == list(split(seed_text, "sentence").pieces)  # after the pool: untried too
+        new = {c for e in events(result, "edit") for edit in e["edits"] for c in edit["after"]}
+        assert len(new) == 2 and new <= set(components_of(CATEGORIES))
+        added.append(frozenset(new))
+    assert len(set(added)) > 1  # untried components tie: the run's seed orders them, not the pool
+
+
 # --- the beam ------------------------------------------------------------------------------------
 
 def test_the_beam_never_loses_its_best(tmp_path: Path) -> None:
@@ -276,6 +298,16 @@ def test_a_stop_completes_a_new_leader_when_the_seed_leads_a_one_prompt_beam(tmp
     assert result.n_fully_scored == 2  # the seed and the first new leader
 
 
+def test_without_max_iterations_it_stops_after_the_references_iterations(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # a budget whose target cap is never reached: the loop ends on its own (the count made small here)
+    monkeypatch.setattr(sprig_module, "REFERENCE_ITERATIONS", 2)
+    result = run([labelled("alpha"), labelled("beta")], fake(lambda s: False), tmp_path, beam_size=1, n_add=1,
+                 calls=10**6, max_iterations=None)
+    assert result.stopped_by is None and [e["index"] for e in events(result, "sprig_iteration")] == [0, 1]
+    assert SPRIG().max_iterations is None and SPRIG().step_plan(30, 100).paper_steps is None
+
+
 def test_parameters_round_trip_and_the_registry_knows_it() -> None:
     sprig = get_strategy("sprig", {"beam_size": 3, "operators": "add,delete"})
     assert isinstance(sprig, SPRIG) and SPRIG(**sprig.get_params()).get_params() == sprig.get_params()
@@ -301,7 +333,8 @@ def test_dry_run_on_a_set_shows_the_plan(tmp_path: Path) -> None:
                                       "max_iterations=4", "--param", "beam_size=2", "--dry-run", "--runs-dir",
                                       str(tmp_path / "runs"), "--no-scale-to-budget"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    plan = SPRIG(beam_size=2).step_plan(30, 100).per_step
-    assert re.search(r"plan: one iteration ≈ [\d,]+ example evaluations .*, "
-                     f"{plan.optimizer_calls:,.0f} optimizer calls", result.stdout), result.stdout
+    # two tasks of 30 dev examples (the default) and 100 training ones (the synthetic tasks' own)
+    plan = SPRIG(beam_size=2, max_iterations=4).step_plan(2 * 30, 2 * 100, n_tasks=2).per_step
+    assert f"plan: one iteration ≈ {plan.example_evals:,.0f} example evaluations (" in result.stdout, result.stdout
+    assert f" target calls), {plan.optimizer_calls:,.0f} optimizer calls" in result.stdout
     assert "the paper's loop runs 4" in result.stdout and not (tmp_path / "runs").exists()

@@ -91,7 +91,8 @@ def test_sprigs_minibatch_holds_examples_of_every_task() -> None:
 
 def test_metaspos_loops_run_over_every_task() -> None:
     # 50 examples of each task; inner loop: 3 rewrites per task (critique + edit), each scored on its task;
-    # outer loop: 9 system prompts (critique + edit) scored with each task's 3 kept user prompts
+    # outer loop: 9 system prompts (critique + edit) scored with each task's kept user prompts: after the
+    # first inner loop a task holds its seed and 3 rewrites and keeps user_top_k (3) of them, as later
     def plan(k: int) -> StepPlan:
         return StepPlan("iteration", Spend(example_evals=k * 3 * 50 + 9 * k * 3 * 50,
                                            optimizer_calls=2 * (k * 3 + 9)),
@@ -140,6 +141,24 @@ def test_a_metaspo_iteration_spends_its_plan_on_four_tasks(tmp_path: Path) -> No
     evals = 16 + plan.setup.example_evals + plan.per_step.example_evals  # the seed on dev, the setup, the step
     assert search["target"]["calls"] == 2 * evals == 2 * (16 + 4 * 4 + 4 * 2 * 4 + 2 * 4 * 2 * 4)
     assert search["optimizer"]["calls"] == plan.per_step.optimizer_calls == 2 * (4 * 2 + 2)
+
+
+
+def test_metaspos_plan_counts_the_user_prompts_kept_from_earlier_iterations(tmp_path: Path) -> None:
+    # one rewrite per task an iteration, three kept: the user prompts a system prompt is scored with grow
+    # from 2 (iteration 0: the seed and one rewrite) to 3 (iteration 1: another rewrite, the others kept)
+    metaspo = MetaSPO(iterations=2, n_system_candidates=2, n_user_candidates=1, user_top_k=3, examples_per_task=4)
+    result = promptopt.optimize(tasks(3), metaspo, fake(fresh_replies()), runs_dir=tmp_path / "runs", cache=False,
+                                budget=promptopt.Budget(target_calls=9000))
+    assert [e["changed"] for e in events(result, "metaspo_outer")] == [False, False]  # ties: nothing more on dev
+    held = [len(e["user_prompts"]) for e in events(result, "metaspo_inner")]
+    assert held == [2] * 3 + [3] * 3
+    k, n = 3, 4
+    first, largest = (k * 1 * n + 2 * k * kept * n for kept in (2, 3))  # inner rewrites + system prompts
+    plan = metaspo.step_plan(12, 24, n_tasks=3)
+    assert plan.per_step.example_evals == largest  # the plan takes the iteration that scores the most
+    # the seed on dev, each task's seed user prompt, then the two iterations
+    assert result.usage["search"]["target"]["calls"] == 2 * (12 + plan.setup.example_evals + first + largest)
 
 
 # --- scaled to the default budget ------------------------------------------------------------------------
