@@ -130,7 +130,7 @@ def test_waiters_send_it_themselves_when_the_first_asker_is_cancelled(merging: C
 
 def test_a_waiter_asks_again_as_soon_as_its_sender_gives_up(merging: Callable[[Backend], Backend]) -> None:
     # The waiter also waits on a slow request of its own; it must not wait for that before re-asking "a".
-    inner = Recorder(delay=0.2)
+    inner = Recorder(delay=1.0)  # wide margins: a loaded machine delays the re-ask by up to ~0.1 s
     backend = merging(inner)
 
     async def scenario() -> tuple[list[Completion], float]:
@@ -145,7 +145,7 @@ def test_a_waiter_asks_again_as_soon_as_its_sender_gives_up(merging: Callable[[B
     answers, last_start = run(scenario())
     assert [(c.text, c.cached) for c in answers] == [("re: slow", False), ("re: a", False)]
     assert sorted(inner.sent) == ["a", "a", "slow"]
-    assert last_start < 0.1  # "a" was sent again at once, not after "slow" came back (0.2 s)
+    assert last_start < 0.5  # "a" was sent again at once, not after "slow" came back (1 s)
 
 
 class Scripted(Recorder):
