@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,22 @@ def test_falls_back_to_another_model_name() -> None:
 
 @needs_litellm
 def test_rpm_limit_is_respected_per_deployment() -> None:
+    # litellm counts requests per deployment in wall-clock minute buckets: a run that crosses a
+    # minute boundary starts the count again, so such a run is repeated (it takes well under a second)
+    for _ in range(3):
+        minute = int(time.time() // 60)
+        received, completions, served, limited = _six_requests_at_rpm_2()
+        if int(time.time() // 60) == minute:
+            break
+    assert received[0] <= 2 and received[1] <= 2
+    assert served == completions
+    assert len(limited) >= 2
+    assert all(e.retryable and e.retry_after and e.retry_after > 0 for e in limited)
+
+
+def _six_requests_at_rpm_2() -> tuple[tuple[int, int], int, int, list[RateLimitedError]]:
+    """Six requests in turn through a router of two deployments limited to 2 requests a minute each:
+    what each deployment received, their completions, the requests served and the rate-limit errors."""
     with run_fault_server() as a, run_fault_server() as b:
         backend = LiteLLMBackend("m", router=router_over(a, b, rpm=2), max_concurrency=1)
         served, limited = 0, []
@@ -260,10 +277,7 @@ def test_rpm_limit_is_respected_per_deployment() -> None:
                 await backend.aclose()
 
         asyncio.run(main())
-        assert a.stats.received <= 2 and b.stats.received <= 2
-    assert served == a.stats.completions + b.stats.completions
-    assert len(limited) >= 2
-    assert all(e.retryable and e.retry_after and e.retry_after > 0 for e in limited)
+        return (a.stats.received, b.stats.received), a.stats.completions + b.stats.completions, served, limited
 
 
 @needs_litellm
