@@ -78,6 +78,7 @@ def _run_one(job: dict[str, Any]) -> dict[str, Any]:
             "seed_test": result.seed_test.mean, "best_test": result.best_test.mean, "n_test": result.best_test.n,
             "target_calls": search["target"]["calls"], "optimizer_calls": search["optimizer"]["calls"],
             "tokens": search["target"]["tokens"] + search["optimizer"]["tokens"],
+            "target_tokens": search["target"]["tokens"],
             "stopped_by": result.stopped_by, "run_dir": result.run_dir,
             "replaced": result.best_prompt.id != result.seed_prompt.id,
             "full_dev_candidates": max(result.n_fully_scored - 1, 0),  # the seed, unless a cap came first
@@ -107,14 +108,14 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["mode"])].append(r)
-    lines = ["| task | mode | prompt | seeds | dev | test | target calls | optimizer calls | seed replaced | "
+    lines = ["| task | mode | prompt | seeds | dev | test | target calls | target tokens | optimizer calls | seed replaced | "
              "own compute (% of run) | new candidates on all of dev | stopped by |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, mode), group in sorted(groups.items()):
         seeds = {r["seed"]: r for r in group}
         lines.append(f"| {task} | {mode} | seed prompt | {len(seeds)} | "
                      f"{mean_sd([r['seed_dev'] for r in seeds.values()])} | "
-                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – | – | – | – | – |")
+                     f"{mean_sd([r['seed_test'] for r in seeds.values()])} | – | – | – | – | – | – | – |")
         by_strategy: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in group:
             by_strategy[r["strategy"]].append(r)
@@ -122,11 +123,23 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
             rs = by_strategy[name]
             lines.append(f"| {task} | {mode} | {name} | {len(rs)} | {mean_sd([r['best_dev'] for r in rs])} | "
                          f"{mean_sd([r['best_test'] for r in rs])} | "
-                         f"{statistics.mean(r['target_calls'] for r in rs):.0f} | "
+                         f"{statistics.mean(r['target_calls'] for r in rs):.0f} | {_target_tokens(rs)} | "
                          f"{statistics.mean(r['optimizer_calls'] for r in rs):.0f} | "
                          f"{sum(bool(r.get('replaced')) for r in rs)}/{len(rs)} | {_own_share(rs)} | "
                          f"{_mean_of(rs, 'full_dev_candidates')} | {_stops(rs)} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _target_tokens(rows: list[dict[str, Any]]) -> str:
+    """Mean target-model tokens processed in the search (prompt and reply), in thousands. Rows written
+    before the column existed are read from their run's result.json."""
+    values = []
+    for r in rows:
+        if "target_tokens" in r:
+            values.append(r["target_tokens"])
+        elif (result := Path(r["run_dir"]) / "result.json").exists():
+            values.append(json.loads(result.read_text())["usage"]["search"]["target"]["tokens"])
+    return f"{statistics.mean(values) / 1000:.1f}k" if values else "–"
 
 
 def _mean_of(rows: list[dict[str, Any]], key: str) -> str:
