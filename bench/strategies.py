@@ -108,8 +108,8 @@ def write_table(rows: list[dict[str, Any]], path: Path) -> None:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["mode"])].append(r)
-    lines = ["| task | mode | prompt | seeds | dev | test | target calls | target tokens | optimizer calls | seed replaced | "
-             "own compute (% of run) | new candidates on all of dev | stopped by |",
+    lines = ["| task | mode | prompt | seeds | dev | test | target calls | target tokens | optimizer calls | "
+             "seed replaced | own compute (% of run) | new candidates on all of dev | stopped by |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (task, mode), group in sorted(groups.items()):
         seeds = {r["seed"]: r for r in group}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from promptopt._held_out import HeldOutPlan, plan_held_out
+from promptopt._set_run import set_config
 from promptopt.backends import Backend
 from promptopt.budget import Budget
 from promptopt.config import DEFAULT_MODEL, RunConfig, config_from_call
@@ -102,7 +103,19 @@ class Estimate:
         return math.ceil(self.fixed_target_calls + n_steps * self.target_calls_of(self.plan.per_step))
 
 
-def _tokens_per_call(task: Task, mode: str) -> int:
+#: each task's answer mode by name (``resolve_answer_modes``): on a set, members may differ from the run's mode
+Modes = Mapping[str, str]
+
+
+def _tokens_per_call(task: Task, mode: str, modes: Modes | None = None) -> int:
+    """Target tokens one call processes with the seed prompt (text length / 4, plus the reply).
+
+    A set's calls are drawn across its tasks, so its figure is the mean of its members', each
+    priced in its own answer mode (a generate member's reply is its ``max_tokens``)."""
+    if isinstance(task, TaskSet):
+        modes = modes or {}
+        per_member = [_tokens_per_call(m.task, modes.get(m.name, mode)) for m in task.members]
+        return int(sum(per_member) / len(per_member))
     sample = task.splits.dev[:20] or task.splits.test[:20]
     if not sample:
         return 0
@@ -110,10 +123,6 @@ def _tokens_per_call(task: Task, mode: str) -> int:
     prompt = prompt_chars / len(sample) / _CHARS_PER_TOKEN
     reply = task.max_tokens if mode == "generate" else 4  # a verbalizer is a few tokens
     return int(prompt + reply)
-
-
-#: each task's answer mode by name (``resolve_answer_modes``): on a set, members may differ from the run's mode
-Modes = Mapping[str, str]
 
 
 def _calls_per_example(task: Task, mode: str, modes: Modes | None = None) -> float:
@@ -250,7 +259,7 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     budget = cfg.budget_for(mode)
     per_example = _calls_per_example(task_obj, mode, modes)
     test_calls = int(2 * len(task_obj.splits.test) * per_example)
-    per_call = _tokens_per_call(task_obj, mode)
+    per_call = _tokens_per_call(task_obj, mode, modes)
     search_target, search_optimizer = budget.target_calls, budget.optimizer_calls
     tokens = None
     if search_target is not None and search_optimizer is not None:
@@ -260,7 +269,8 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     usd = 0.0 if names <= LOCAL_BACKENDS else None
     pricing = _Pricing.of(task_obj, mode, budget, cfg.finalist_reserve, held_out, modes)
     scaling = _scaled(cfg, strat, pricing)
-    est = Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=mode, budget=budget,
+    shown_mode = set_config(task_obj, modes, None).get("answer_mode", mode)  # "mixed", as the run will say
+    est = Estimate(task=task_obj.name, strategy=strat.name, model=model_string, answer_mode=shown_mode, budget=budget,
                    calls_per_example=per_example, search_target_calls=search_target,
                    search_optimizer_calls=search_optimizer, test_target_calls=test_calls,
                    target_tokens_per_call=per_call, tokens=tokens, usd=usd, scaled=scaling.changes,

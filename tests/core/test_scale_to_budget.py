@@ -174,10 +174,11 @@ MIXED = "synthetic:sentiment,synthetic:arithmetic"  # a set: sentiment answers b
 
 
 def test_a_set_of_tasks_is_priced_in_each_tasks_answer_mode_and_scaled_to_fit(tmp_path: Path) -> None:
-    # the set runs in generate mode (200 calls), but a sentiment example costs two scoring calls: OPRO's
-    # step of 8 instructions on 10 + 10 dev examples is 240 calls, more than the 170 left after the seed
+    # the set is mixed and gets generate mode's budget (200 calls), but a sentiment example costs two
+    # scoring calls: OPRO's step of 8 instructions on 10 + 10 dev examples is 240 calls, more than the
+    # 170 left after the seed
     paper = promptopt.estimate(MIXED, "opro", FakeBackend(), n_dev=10, scale_to_budget=False)
-    assert paper.answer_mode == "generate" and paper.calls_per_example == 1.5 and paper.warnings
+    assert paper.answer_mode == "mixed" and paper.calls_per_example == 1.5 and paper.warnings
     result = promptopt.optimize(MIXED, "opro", FakeBackend(reply=_positive), n_dev=10, runs_dir=tmp_path,
                                 cache=False)
     assert result.per_task and result.scaled_to_budget == {"instructions_per_step": [8, 5]}

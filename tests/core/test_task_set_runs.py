@@ -255,3 +255,14 @@ def test_draws_smaller_than_the_set_do_not_favour_its_first_tasks(tmp_path: Path
     drawn = [e["task"] for e in _events(result) if e["type"] == "drawn"]
     counts = {name: drawn.count(name) for name in names}
     assert len(drawn) == 40 and all(n >= 4 for n in counts.values()), counts  # 10 expected each
+
+
+def test_a_mixed_sets_tokens_per_call_price_each_task_in_its_own_mode() -> None:
+    # omega generates up to max_tokens a reply; alpha scores a one-word label: the set's calls are
+    # drawn across both, so the estimate prices each in its own mode and takes the mean
+    fake = backend()
+    alone = [promptopt.estimate(task, APO(**TINY), fake, answer_mode=mode).target_tokens_per_call
+             for task, mode in ((labelled("alpha"), "choice"), (free_text("omega"), "generate"))]
+    assert alone[1] - alone[0] > 40  # a reply of max_tokens (64) against a label of a few
+    mixed = promptopt.estimate([labelled("alpha"), free_text("omega")], APO(**TINY), fake)
+    assert mixed.answer_mode == "mixed" and mixed.target_tokens_per_call == int(sum(alone) / 2)
