@@ -170,30 +170,42 @@ def _cap_costs(budget: Budget, per_example: float, per_call: int) -> dict[str, t
 
 @dataclass(frozen=True)
 class _Fit:
-    """How many full steps fit under each cap, and the cap value that fits one step."""
+    """How many full steps fit under each cap, the cap value that fits one step, and how many of
+    the plan's finalists (``StepPlan.finish``) the calls left after its whole loop pay for."""
 
     steps: dict[str, float]
     one_step: dict[str, int]
+    finishers: float = math.inf
 
 
 def _fit(plan: StepPlan, costs: Mapping[str, tuple[float, Callable[[Spend], float]]], seed: Spend,
          kept: int) -> _Fit:
-    steps, one_step = {}, {}
+    steps, one_step, finishers = {}, {}, math.inf
     for name, (cap, cost) in costs.items():
         fixed = cost(seed) + cost(plan.setup) + (kept if name == "target_calls" else 0)
         per_step = cost(plan.per_step)
         steps[name] = max(0.0, (cap - fixed) / per_step) if per_step > 0 else math.inf
         one_step[name] = math.ceil(fixed + per_step)
-    return _Fit(steps, one_step)
+        if plan.paper_steps is not None and plan.finish.new_full and (each := cost(plan.finish) / plan.finish.new_full):
+            finishers = min(finishers, max(0.0, (cap - fixed - plan.paper_steps * per_step) / each))
+    return _Fit(steps, one_step, finishers)
 
 
-def _new_full(plan: StepPlan, steps: float, finalists_kept: int) -> int:
-    """New fully scored candidates: the setup's, the whole steps', then the finish's when the whole
-    loop fits (else the finalists the Run completes from the calls it kept, if it kept any)."""
+def _new_full(plan: StepPlan, steps: float, finished: int, finalists_kept: int) -> int:
+    """New fully scored candidates: the setup's, the whole steps', then the ``finished`` finalists
+    of the finish when the whole loop fits (else those the Run completes from the calls it kept)."""
     done = min(steps, plan.paper_steps if plan.paper_steps is not None else math.inf)
     loop_ends = plan.paper_steps is not None and steps >= plan.paper_steps
     count = plan.setup.new_full + math.floor(done) * plan.per_step.new_full
-    return int(count + (plan.finish.new_full if loop_ends else finalists_kept))
+    return int(count + (finished if loop_ends else finalists_kept))
+
+
+def _finished(plan: StepPlan, fit: _Fit, finalists_kept: int) -> int:
+    """The plan's finalists scored on dev once its whole loop has run: those the calls left pay
+    for, and those the calls the Run kept back complete."""
+    if math.isinf(fit.finishers):
+        return int(plan.finish.new_full)
+    return int(min(plan.finish.new_full, math.floor(fit.finishers) + finalists_kept))
 
 
 def _warning(est: Estimate, plan: StepPlan, steps: float, fit: _Fit) -> str:
@@ -325,13 +337,15 @@ def _takes_n_tasks(strat: Strategy) -> bool:
 @dataclass(frozen=True)
 class _Figures:
     """A strategy's plan under a budget: what fits under each cap, the steps that fit (inf: no cap),
-    the new fully scored candidates (None: no cap and no end) and the target calls before step 1."""
+    the new fully scored candidates (None: no cap and no end), the target calls before step 1 and
+    the finalists of the plan's finish scored on dev once its whole loop has run."""
 
     plan: StepPlan
     fit: _Fit
     steps: float
     new_full: int | None
     fixed: float
+    finished: int
 
     def enough(self) -> bool:
         """One full step and WANTED_NEW_FULL new fully scored candidates fit, or the whole paper loop does.
@@ -339,7 +353,8 @@ class _Figures:
         A loop that runs until the budget ends and scores nothing on dev as it goes (SPRIG's beam
         search) leaves the Run only the finalists it kept calls for, however large the budget: for
         it one full step is enough, as no budget buys more fully scored candidates."""
-        whole_loop = self.plan.paper_steps is not None and self.steps >= self.plan.paper_steps
+        whole_loop = (self.plan.paper_steps is not None and self.steps >= self.plan.paper_steps
+                      and self.finished == self.plan.finish.new_full)  # its finalists scored on dev too
         capped = self.plan.paper_steps is None and self.plan.per_step.new_full == 0
         wanted = self.new_full is None or self.new_full >= WANTED_NEW_FULL or capped
         return whole_loop or (self.steps >= 1 and wanted)
@@ -361,7 +376,9 @@ def _figures(strat: Strategy, pricing: _Pricing) -> _Figures | None:
     steps = min(fit.steps.values(), default=math.inf)
     fixed = (seed.example_evals + plan.setup.example_evals) * pricing.per_example + plan.setup.loss_calls + kept
     endless = math.isinf(steps) and plan.paper_steps is None  # no cap and no end: no count
-    return _Figures(plan, fit, steps, None if endless else _new_full(plan, steps, finalists_kept), fixed)
+    finished = _finished(plan, fit, finalists_kept)
+    new_full = None if endless else _new_full(plan, steps, finished, finalists_kept)
+    return _Figures(plan, fit, steps, new_full, fixed, finished)
 
 
 def _scaled(cfg: RunConfig, strat: Strategy, pricing: _Pricing) -> Scaling:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 import promptopt
 from promptopt.cli import app
+from promptopt.strategies import Strategy
+from promptopt.strategies._base import Spend, StepPlan
 from promptopt.testing import FakeBackend
 from promptopt.types import Request
 
@@ -124,3 +127,33 @@ def test_dry_run_prints_the_plan_and_warns_on_stderr(tmp_path: Path) -> None:
     assert "the budget fits 0.99" in short.stdout
     enough = CliRunner().invoke(app, [*base, "--budget-target-calls", "90"], env={"COLUMNS": "200"})
     assert enough.exit_code == 0 and "warning" not in enough.stderr and "the budget fits 1.00" in enough.stdout
+
+
+class _FinishOnDev(Strategy):
+    """Two steps, each scoring a new instruction on ten train examples; then both on dev (the finish)."""
+
+    name = "finish-on-dev"
+
+    def optimize(self, ctx: Any) -> list[promptopt.Prompt]:
+        found = []
+        for step in range(2):
+            found.append(ctx.with_text(ctx.seed_prompt, f"Answer carefully ({step})."))
+            ctx.record(found[-1], [ctx.seed_prompt], "edit")
+            ctx.evaluate([found[-1]], ctx.train[:10])
+        for prompt in found:
+            ctx.evaluate([prompt])
+        return found
+
+    def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
+        return StepPlan("step", Spend(example_evals=10), paper_steps=2,
+                        finish=Spend(example_evals=2 * n_dev, new_full=2))
+
+
+@pytest.mark.parametrize(("cap", "new_full"), [(39, 0), (40, 1), (49, 1), (50, 2)])
+def test_a_finish_the_budget_cannot_pay_for_is_not_counted(tmp_path: Path, cap: int, new_full: int) -> None:
+    # the seed on 10 dev examples and the two steps take 30 calls; each finalist on dev takes 10 more
+    settings: dict[str, Any] = {"answer_mode": "generate", "n_dev": 10, "budget": promptopt.Budget(target_calls=cap)}
+    est = promptopt.estimate(TASK, _FinishOnDev(), FakeBackend(), **settings)
+    result = promptopt.optimize(TASK, _FinishOnDev(), FakeBackend(), runs_dir=tmp_path, cache=False, **settings)
+    assert est.steps is not None and est.steps >= 2  # the whole loop fits every time
+    assert est.new_full == result.n_fully_scored - 1 == new_full
