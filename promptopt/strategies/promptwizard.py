@@ -238,17 +238,18 @@ class PromptWizard(Strategy):
     def step_plan(self, n_dev: int, n_train: int, *, n_tasks: int = 1) -> StepPlan:
         """One mutate/refine round: the current instruction and its variants, then the refined
         ``top_n``, each answering up to ``min_correct_count`` batches. After the last round: the
-        examples (half the coin flips refine, two calls each), chains, persona, three finalists on dev."""
+        examples (half the coin flips refine, two calls each), chains, persona, three finalists on dev;
+        on a set of tasks only the best system prompt on dev (examples and persona are skipped there)."""
         batches = min(self.max_eval_batches, self.min_correct_count) * self.questions_batch_size
         refined = self.top_n if self.refine_instruction else 0
         variants = self.mutation_rounds * self.style_variation
         examples = min(self.seen_set_size, n_train) + self.refine_task_eg_iterations * self.few_shot_count
         decorate = self.few_shot_count * self.generate_reasoning + self.generate_expert_identity
+        finish = Spend(example_evals=n_dev, new_full=1) if n_tasks > 1 else Spend(
+            example_evals=examples + 3 * n_dev, new_full=3, optimizer_calls=self.refine_task_eg_iterations + decorate)
         return StepPlan("round", Spend(example_evals=(1 + variants + refined) * batches,
                                        optimizer_calls=self.mutation_rounds + 2 * refined),
-                        paper_steps=self.mutate_refine_iterations,
-                        finish=Spend(example_evals=examples + 3 * n_dev, new_full=3,
-                                     optimizer_calls=self.refine_task_eg_iterations + decorate))
+                        paper_steps=self.mutate_refine_iterations, finish=finish)
 
     def optimize(self, ctx: Context) -> Sequence[Prompt]:
         seen = ctx.sample_across_tasks(ctx.train, self.seen_set_size, lambda ex: ex.id)

@@ -13,7 +13,7 @@ from typing import Any
 
 import promptopt
 from promptopt.config import default_budget
-from promptopt.strategies import SPRIG, MetaSPO
+from promptopt.strategies import SPRIG, MetaSPO, PromptWizard
 from promptopt.strategies._base import Spend, StepPlan
 from promptopt.strategies._sprig_components import components_of
 from promptopt.tasks import ClassificationTask, Splits, Task
@@ -159,6 +159,17 @@ def test_metaspos_plan_counts_the_user_prompts_kept_from_earlier_iterations(tmp_
     assert plan.per_step.example_evals == largest  # the plan takes the iteration that scores the most
     # the seed on dev, each task's seed user prompt, then the two iterations
     assert result.usage["search"]["target"]["calls"] == 2 * (12 + plan.setup.example_evals + first + largest)
+
+
+def test_promptwizards_plan_on_a_set_finishes_with_its_one_system_prompt(tmp_path: Path) -> None:
+    # on a set the search rewrites the system prompt and returns its best: no examples, no persona,
+    # so one new candidate reaches all of dev, not three
+    wizard = PromptWizard(mutate_refine_iterations=1, mutation_rounds=1, style_variation=2)
+    budget = promptopt.Budget(target_calls=9000)
+    est = promptopt.estimate(tasks(2), wizard, FakeBackend(), budget=budget)
+    result = promptopt.optimize(tasks(2), wizard, fake(fresh_replies()), runs_dir=tmp_path, cache=False, budget=budget)
+    assert est.plan is not None and est.plan.finish.optimizer_calls == 0
+    assert est.new_full == result.n_fully_scored - 1 == 1
 
 
 # --- scaled to the default budget ------------------------------------------------------------------------
