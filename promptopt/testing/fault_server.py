@@ -338,12 +338,15 @@ class FaultServer:
         usage = {"prompt_tokens": sum(_words(str(m.get("content", ""))) for m in messages),
                  "completion_tokens": max(1, _words(text))}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if self._send(h, 200, _completion(body, text, usage)):
-            with self._lock:
-                stats.completions += 1
-                stats.served[request_hash(body)] += 1
-                stats.prompt_tokens += usage["prompt_tokens"]
-                stats.completion_tokens += usage["completion_tokens"]
+        self._send(h, 200, _completion(body, text, usage),  # counted as a completion, not by status
+                   count=lambda sign: self._count_completion(stats, body, usage, sign))
+
+    @staticmethod
+    def _count_completion(stats: FaultStats, body: dict[str, Any], usage: dict[str, int], sign: int) -> None:
+        stats.completions += sign
+        stats.served[request_hash(body)] += sign
+        stats.prompt_tokens += sign * usage["prompt_tokens"]
+        stats.completion_tokens += sign * usage["completion_tokens"]
 
     def _fault(self, h: _Handler, kind: str, body: dict[str, Any], stats: FaultStats) -> None:
         if kind in _ERROR_STATUSES:
@@ -382,9 +385,14 @@ class FaultServer:
         self._send(h, status, {"error": {**error, "type": "invalid_request_error"}}, stats)
 
     def _send(self, h: _Handler, status: int, payload: Any, stats: FaultStats | None = None,
-              headers: dict[str, str] | None = None, *, close: bool = False) -> bool:
-        """Write one response; False if the client had gone."""
+              headers: dict[str, str] | None = None, *, close: bool = False,
+              count: Callable[[int], None] | None = None) -> bool:
+        """Write one response; False if the client had gone.
+
+        The response is counted (its status in ``stats``, and ``count(+1)``) before its body is
+        written, so a client holding the answer finds it counted; a failed write takes it back."""
         data = (payload if isinstance(payload, str) else json.dumps(payload)).encode("utf-8")
+        counted = False
         try:
             h.send_response(status)
             for name, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
@@ -394,15 +402,23 @@ class FaultServer:
                 h.send_header("Connection", "close")
                 h.close_connection = True
             h.end_headers()
+            counted = self._count(stats, status, count, +1)
             h.wfile.write(data)
             h.wfile.flush()
         except OSError:
             h.close_connection = True
+            if counted:
+                self._count(stats, status, count, -1)
             return False
-        if stats is not None:
-            with self._lock:
-                stats.statuses[status] += 1
         return True
+
+    def _count(self, stats: FaultStats | None, status: int, count: Callable[[int], None] | None, sign: int) -> bool:
+        with self._lock:
+            if stats is not None:
+                stats.statuses[status] += sign
+            if count is not None:
+                count(sign)
+        return stats is not None or count is not None
 
 
 def _bearer(h: _Handler) -> str:
