@@ -88,15 +88,24 @@ def _mean_sd(values: list[float]) -> str:
 # -- sections --------------------------------------------------------------------------------------
 def _test_table(rows: list[Row]) -> str:
     lines = ["## Test accuracy (mean ± sd over seeds; n_test per row)", "",
-             "| task | strategy | seeds | seed prompt | final prompt | final − seed | replaced |",
-             "|---|---|---|---|---|---|---|"]
+             "A gain is *beyond the spread* when the mean of final − seed exceeds both the seed prompt's sd over",
+             "seeds (how much the splits alone move it) and the sd of final − seed (how much the gain varies).", "",
+             "| task | strategy | seeds | seed prompt | final prompt | final − seed | beyond the spread | replaced |",
+             "|---|---|---|---|---|---|---|---|"]
     for (task, strategy), group in sorted(_by(rows, "task", "strategy").items()):
         seeds = [r["seed_test"] for r in group]
         finals = [r["best_test"] for r in group]
         gaps = [b - s for b, s in zip(finals, seeds, strict=True)]
         lines.append(f"| {task} | {strategy} | {','.join(str(r['seed']) for r in group)} | {_mean_sd(seeds)} "
-                     f"| {_mean_sd(finals)} | {_mean_sd(gaps)} | {sum(r['replaced'] for r in group)}/{len(group)} |")
+                     f"| {_mean_sd(finals)} | {_mean_sd(gaps)} | {'yes' if _beyond_spread(seeds, gaps) else 'no'} "
+                     f"| {sum(r['replaced'] for r in group)}/{len(group)} |")
     return "\n".join(lines)
+
+
+def _beyond_spread(seeds: list[float], gaps: list[float]) -> bool:
+    if len(gaps) < 2:
+        return False
+    return statistics.mean(gaps) > max(statistics.stdev(seeds), statistics.stdev(gaps))
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float | None:
