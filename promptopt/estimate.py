@@ -56,6 +56,9 @@ class Estimate:
     of dev that leaves, ``fixed_target_calls`` the target calls spent before step 1 or kept
     back, and ``warnings`` says when not one full step fits, and which cap value would.
 
+    ``answer_mode`` is the run's, or ``"mixed"`` for a set whose tasks answer in different modes
+    (a figure to show, as the Result's; not an ``answer_mode`` argument to pass back).
+
     ``scaled`` holds the parameters the run shrinks to fit its budget (name -> (before, after);
     see :func:`scaled_to_budget`); the plan is the scaled strategy's. ``scaling_short`` is True when
     parameters were scaled and even their smallest values leave less than one full step and
@@ -110,19 +113,34 @@ Modes = Mapping[str, str]
 def _tokens_per_call(task: Task, mode: str, modes: Modes | None = None) -> int:
     """Target tokens one call processes with the seed prompt (text length / 4, plus the reply).
 
-    A set's calls are drawn across its tasks, so its figure is the mean of its members', each
-    priced in its own answer mode (a generate member's reply is its ``max_tokens``)."""
-    if isinstance(task, TaskSet):
-        modes = modes or {}
-        per_member = [_tokens_per_call(m.task, modes.get(m.name, mode)) for m in task.members]
-        return int(sum(per_member) / len(per_member))
-    sample = task.splits.dev[:20] or task.splits.test[:20]
-    if not sample:
-        return 0
-    prompt_chars = sum(sum(len(m.content) for m in task.render(task.seed_prompt, ex)) for ex in sample)
-    prompt = prompt_chars / len(sample) / _CHARS_PER_TOKEN
-    reply = task.max_tokens if mode == "generate" else 4  # a verbalizer is a few tokens
-    return int(prompt + reply)
+    Priced on up to 20 dev examples (of each task, on a set, rendered as the set renders them:
+    under its shared system prompt), each in its task's answer mode (a generate reply is the
+    task's ``max_tokens``, a label a few tokens) and weighted by its calls (one per label in
+    choice mode), as the run spends them."""
+    members = [m.name for m in task.members] if isinstance(task, TaskSet) else [task.name]
+    sample = _first_of_each(task, task.splits.dev or task.splits.test, members, 20)
+    calls = tokens = 0.0
+    for ex in sample:
+        own = task.member_of(ex).task if isinstance(task, TaskSet) else task
+        generate = (modes or {}).get(own.name, mode) == "generate"
+        n = 1 if generate else len(task.choices(ex) or ()) or 1
+        prompt = sum(len(m.content) for m in task.render(task.seed_prompt, ex)) / _CHARS_PER_TOKEN
+        calls, tokens = calls + n, tokens + n * (prompt + (own.max_tokens if generate else 4))  # a label: a few
+    return int(tokens / calls) if calls else 0
+
+
+def _first_of_each(task: Task, examples: Sequence[Example], names: Sequence[str], k: int) -> list[Example]:
+    """The first ``k`` examples of each named task (of the one task, when ``task`` is not a set)."""
+    if not isinstance(task, TaskSet):
+        return list(examples[:k])
+    taken: dict[str, int] = dict.fromkeys(names, 0)
+    chosen = []
+    for ex in examples:
+        name = task.member_of(ex).name
+        if taken.get(name, k) < k:
+            taken[name] += 1
+            chosen.append(ex)
+    return chosen
 
 
 def _calls_per_example(task: Task, mode: str, modes: Modes | None = None) -> float:
@@ -182,12 +200,14 @@ def _fit(plan: StepPlan, costs: Mapping[str, tuple[float, Callable[[Spend], floa
          kept: int) -> _Fit:
     steps, one_step, finishers = {}, {}, math.inf
     for name, (cap, cost) in costs.items():
-        fixed = cost(seed) + cost(plan.setup) + (kept if name == "target_calls" else 0)
+        before = cost(seed) + cost(plan.setup)
+        fixed = before + (kept if name == "target_calls" else 0)  # the kept calls are not the steps'
         per_step = cost(plan.per_step)
         steps[name] = max(0.0, (cap - fixed) / per_step) if per_step > 0 else math.inf
         one_step[name] = math.ceil(fixed + per_step)
+        # the finish may spend the kept calls too: the Run releases them to score finalists
         if plan.paper_steps is not None and plan.finish.new_full and (each := cost(plan.finish) / plan.finish.new_full):
-            finishers = min(finishers, max(0.0, (cap - fixed - plan.paper_steps * per_step) / each))
+            finishers = min(finishers, max(0.0, (cap - before - plan.paper_steps * per_step) / each))
     return _Fit(steps, one_step, finishers)
 
 
@@ -200,12 +220,13 @@ def _new_full(plan: StepPlan, steps: float, finished: int, finalists_kept: int) 
     return int(count + (finished if loop_ends else finalists_kept))
 
 
-def _finished(plan: StepPlan, fit: _Fit, finalists_kept: int) -> int:
-    """The plan's finalists scored on dev once its whole loop has run: those the calls left pay
-    for, and those the calls the Run kept back complete."""
+def _finished(plan: StepPlan, fit: _Fit) -> int:
+    """The plan's finalists scored on dev once its whole loop has run: those the calls left after it
+    (the kept ones included) pay for under every cap. A finish's cost is spread evenly over its
+    finalists, though part of it may be paid once (PromptWizard's example selection)."""
     if math.isinf(fit.finishers):
         return int(plan.finish.new_full)
-    return int(min(plan.finish.new_full, math.floor(fit.finishers) + finalists_kept))
+    return int(min(plan.finish.new_full, math.floor(fit.finishers)))
 
 
 def _warning(est: Estimate, plan: StepPlan, steps: float, fit: _Fit) -> str:
@@ -257,6 +278,8 @@ def estimate(task: str | Task = "gsm8k", strategy: str | Strategy = "apo", model
     arguments = {k: v for k, v in locals().items() if k != "config"}  # RunConfig's fields
     cfg = config_from_call(config, arguments, "estimate")
     strat, task_obj = check_run_inputs(cfg)
+    if isinstance(task_obj, TaskSet) and cfg.system is not None:  # priced under the system prompt searched
+        task_obj = task_obj.with_system(cfg.system)  # (the model's own default is short, and needs the model)
     with Session(cfg.model, cfg.optimizer_model, budget=Budget(), cache_path=None, model_options=cfg.model_options,
                  optimizer_options=cfg.optimizer_options) as session:
         mode = resolve_answer_mode(task_obj, session.target, cfg.answer_mode)
@@ -312,7 +335,7 @@ class _Pricing:
     @classmethod
     def of(cls, task: Task, mode: str, budget: Budget, reserve: int | None,
            held_out: HeldOutPlan | None = None, modes: Modes | None = None) -> _Pricing:
-        per_example, per_call = _calls_per_example(task, mode, modes), _tokens_per_call(task, mode)
+        per_example, per_call = _calls_per_example(task, mode, modes), _tokens_per_call(task, mode, modes)
         n_tasks = len(task.members) if isinstance(task, TaskSet) else 1
         if held_out is None:
             return cls(len(task.splits.train), _dev_calls(task, mode, modes), budget, per_example, per_call,
@@ -376,7 +399,7 @@ def _figures(strat: Strategy, pricing: _Pricing) -> _Figures | None:
     steps = min(fit.steps.values(), default=math.inf)
     fixed = (seed.example_evals + plan.setup.example_evals) * pricing.per_example + plan.setup.loss_calls + kept
     endless = math.isinf(steps) and plan.paper_steps is None  # no cap and no end: no count
-    finished = _finished(plan, fit, finalists_kept)
+    finished = _finished(plan, fit)
     new_full = None if endless else _new_full(plan, steps, finished, finalists_kept)
     return _Figures(plan, fit, steps, new_full, fixed, finished)
 

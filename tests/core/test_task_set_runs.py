@@ -257,12 +257,24 @@ def test_draws_smaller_than_the_set_do_not_favour_its_first_tasks(tmp_path: Path
     assert len(drawn) == 40 and all(n >= 4 for n in counts.values()), counts  # 10 expected each
 
 
-def test_a_mixed_sets_tokens_per_call_price_each_task_in_its_own_mode() -> None:
-    # omega generates up to max_tokens a reply; alpha scores a one-word label: the set's calls are
-    # drawn across both, so the estimate prices each in its own mode and takes the mean
+def test_a_sets_tokens_per_call_count_its_system_prompt_and_each_tasks_calls_in_its_own_mode() -> None:
+    # alpha scores two labels (two calls of a short reply), omega generates up to max_tokens (one call)
     fake = backend()
     alone = [promptopt.estimate(task, APO(**TINY), fake, answer_mode=mode).target_tokens_per_call
              for task, mode in ((labelled("alpha"), "choice"), (free_text("omega"), "generate"))]
     assert alone[1] - alone[0] > 40  # a reply of max_tokens (64) against a label of a few
-    mixed = promptopt.estimate([labelled("alpha"), free_text("omega")], APO(**TINY), fake)
-    assert mixed.answer_mode == "mixed" and mixed.target_tokens_per_call == int(sum(alone) / 2)
+
+    def on_set(**settings: Any) -> promptopt.Estimate:
+        config = promptopt.RunConfig(task=[labelled("alpha"), free_text("omega")], strategy=APO(**TINY),
+                                     model=fake, **settings)
+        return promptopt.estimate(config=config)
+
+    mixed = on_set()
+    assert mixed.answer_mode == "mixed" and mixed.target_tokens_per_call == (2 * alone[0] + alone[1]) // 3
+    # a shared system prompt of 4,000 characters (about 1,000 tokens) is in every call
+    assert on_set(system="word " * 800).target_tokens_per_call - mixed.target_tokens_per_call >= 990
+    # plans are priced with the same figure: a token cap fits the steps its calls would (no calls are
+    # kept back for finalists, which the Run does only under a call cap)
+    calls = on_set(budget=promptopt.Budget(target_calls=300), finalist_reserve=0)
+    tokens = on_set(budget=promptopt.Budget(target_tokens=300 * mixed.target_tokens_per_call), finalist_reserve=0)
+    assert calls.steps is not None and tokens.steps == pytest.approx(calls.steps)

@@ -21,6 +21,7 @@ from promptopt.testing import FakeBackend
 from promptopt.types import Example, Request, ScoreRequest
 
 GOLD = re.compile(r"\[(\w+)\]")
+VARIANT = re.compile(r"variant (\d+)")
 NAMES = ("alpha", "beta", "gamma", "delta")
 
 
@@ -187,14 +188,29 @@ def test_a_scaled_sprig_run_completes_its_first_iteration_within_the_default_bud
     assert result.usage["search"]["target"]["calls"] <= default_budget("choice").target_calls
 
 
+def improving(optimizer: Callable[[Request], str]) -> FakeBackend:
+    """Choice mode: a system prompt naming "variant n" also gets the even items below n right, so each
+    new system prompt (a higher n) beats the last and MetaSPO accepts one every iteration."""
+    def score(req: ScoreRequest) -> float:
+        system = req.messages[0].content if req.messages[0].role == "system" else ""
+        level = max((int(n) for n in VARIANT.findall(system)), default=0)
+        user = req.messages[-1].content
+        item = int(re.findall(r"item (\d+)", user)[-1])
+        right = bool(item % 2) or item < level
+        return -0.1 if (req.continuation == GOLD.findall(user)[-1]) == right else -2.0
+
+    return FakeBackend("plans", score=score, reply=lambda r: optimizer(r) if r.role == "optimizer" else "?")
+
+
 def test_a_scaled_metaspo_run_completes_its_loop_within_the_default_budget(tmp_path: Path) -> None:
     # at its smallest the loop fits (3.6 iterations), but scoring its three accepted system prompts on
-    # all 90 dev examples (540 calls) does not: two fit, so the run says it fell short of three
+    # all 90 dev examples (540 calls) does not: what is left pays for two, so the run says it fell short
     est = promptopt.estimate(tasks(3, n_train=40, n_dev=30), "metaspo", FakeBackend())
     assert est.steps is not None and est.steps >= 3 and est.new_full == 2
-    result = _scaled_run("metaspo", 3, tmp_path)
-    assert result.scaled_to_budget == {key: list(pair) for key, pair in est.scaled.items()} and result.scaling_short
-    assert [e["iteration"] for e in events(result, "metaspo_outer")] == [0, 1, 2]  # the paper's three iterations
+    result = promptopt.optimize(tasks(3, n_train=40, n_dev=30), "metaspo", improving(fresh_replies()),
+                                runs_dir=tmp_path / "runs", cache=False)
+    assert [e["changed"] for e in events(result, "metaspo_outer")] == [True, True, True]  # three accepted
+    assert result.n_fully_scored - 1 == est.new_full and result.scaling_short
     assert result.usage["search"]["target"]["calls"] <= default_budget("choice").target_calls
 
 
