@@ -344,7 +344,7 @@ class FaultServer:
     @staticmethod
     def _count_completion(stats: FaultStats, body: dict[str, Any], usage: dict[str, int], sign: int) -> None:
         stats.completions += sign
-        stats.served[request_hash(body)] += sign
+        _add(stats.served, request_hash(body), sign)
         stats.prompt_tokens += sign * usage["prompt_tokens"]
         stats.completion_tokens += sign * usage["completion_tokens"]
 
@@ -415,10 +415,18 @@ class FaultServer:
     def _count(self, stats: FaultStats | None, status: int, count: Callable[[int], None] | None, sign: int) -> bool:
         with self._lock:
             if stats is not None:
-                stats.statuses[status] += sign
+                _add(stats.statuses, status, sign)
             if count is not None:
                 count(sign)
         return stats is not None or count is not None
+
+
+def _add(counter: Counter[Any], key: Any, sign: int) -> None:
+    """Count ``key`` once more (``sign`` 1) or take a count back (-1), leaving no key at zero, so a
+    response taken back leaves the stats as if it had never been counted."""
+    counter[key] += sign
+    if counter[key] <= 0:
+        del counter[key]
 
 
 def _bearer(h: _Handler) -> str:

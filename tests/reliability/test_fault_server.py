@@ -93,3 +93,40 @@ def test_leaving_the_block_wakes_a_hanging_request() -> None:
     thread.join(timeout=5)
     assert not thread.is_alive() and time.monotonic() - started < 5
     assert isinstance(outcome[0], (urllib.error.URLError, ConnectionError))
+
+
+class _ClientGone:
+    """A request handler whose client left before the body was written."""
+
+    close_connection = False
+    headers: dict[str, str] = {}
+
+    def send_response(self, status: int) -> None:
+        pass
+
+    def send_header(self, name: str, value: str) -> None:
+        pass
+
+    def end_headers(self) -> None:
+        pass
+
+    class wfile:  # noqa: N801 - the handler's attribute name
+        @staticmethod
+        def write(data: bytes) -> None:
+            raise BrokenPipeError
+
+        @staticmethod
+        def flush() -> None:
+            pass
+
+
+def test_a_response_the_client_never_got_leaves_no_count() -> None:
+    # counted before the body is written (so a client holding its answer finds it counted), taken back
+    # when the write fails, with no key left at zero
+    with run_fault_server() as server:
+        stats = server.stats
+        server._answer(_ClientGone(), chat("x"), stats)  # type: ignore[arg-type]
+        server._fault(_ClientGone(), "503", chat("y"), stats)  # type: ignore[arg-type]
+        assert (stats.completions, stats.prompt_tokens, stats.duplicates) == (0, 0, 0)
+        assert not stats.served and not stats.statuses
+        assert post(server.base_url, chat("z"))[0] == 200 and stats.completions == 1 and len(stats.served) == 1
