@@ -139,7 +139,10 @@ def _target_tokens(rows: list[dict[str, Any]]) -> str:
             values.append(r["target_tokens"])
         elif (result := Path(r["run_dir"]) / "result.json").exists():
             values.append(json.loads(result.read_text())["usage"]["search"]["target"]["tokens"])
-    return f"{statistics.mean(values) / 1000:.1f}k" if values else "–"
+    if not values:
+        return "–"
+    shown = f"{statistics.mean(values) / 1000:.1f}k"
+    return shown if len(values) == len(rows) else f"{shown} ({len(values)} of {len(rows)} runs)"
 
 
 def _mean_of(rows: list[dict[str, Any]], key: str) -> str:
