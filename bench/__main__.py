@@ -18,6 +18,7 @@ BENCHMARKS = {
     "scoring": "bench.scoring",  # prompt reuse across labels; gold-loss throughput vs raw llama-cpp-python
     "turned_down": "bench.turned_down",  # test scores of the winners the replacement rule kept the seed against
     "families_figures": "bench.families_figures",  # the families grid's figures and PNGs, from its runs
+    "grid_figures": "bench.grid_figures",  # any strategies grid: replacements on test, best minus seed per task
     "plans": "bench.plans",  # how much of each strategy's loop the default budget pays for (no model call)
     "task_sets": "bench.task_sets",  # one system prompt over many tasks (seen, unseen); per-input selection
 }
