@@ -53,7 +53,7 @@ def cells(rows: Iterable[Row]) -> dict[tuple[str, str, str], list[Row]]:
 
 def gain(group: list[Row]) -> float:
     """Mean over seeds of final minus seed prompt on test."""
-    return statistics.mean(r["best_test"] - r["seed_test"] for r in group)
+    return float(statistics.mean(r["best_test"] - r["seed_test"] for r in group))
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -67,7 +67,7 @@ def beyond_spread(group: list[Row]) -> bool:
         return False
     seeds = [r["seed_test"] for r in group]
     gaps = [r["best_test"] - r["seed_test"] for r in group]
-    return statistics.mean(gaps) > max(statistics.stdev(seeds), statistics.stdev(gaps))
+    return bool(statistics.mean(gaps) > max(statistics.stdev(seeds), statistics.stdev(gaps)))
 
 
 def test_table(rows: list[Row]) -> str:

@@ -81,7 +81,7 @@ def _raw_forward_loop(sequences: list[tuple[list[int], list[int]]], threads: int
     llm = Llama(model_path=smollm2_path(), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
     started = time.perf_counter()
     for prefix, gold in sequences:
-        llm.reset()
+        llm.reset()  # type: ignore[no-untyped-call]  # untyped in llama-cpp-python
         llm.eval(prefix + gold)
     seconds = time.perf_counter() - started
     llm.close()
