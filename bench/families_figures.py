@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from bench.grid_figures import test_table
 
 LOSS_STRATEGIES = ("pmpo", "tapruning", "promptquine")
 Row = dict[str, Any]
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines() if x.strip()]
     count = _token_counter()
-    sections = [_test_table(rows), _loss_vs_accuracy(rows), _shortest(rows, count), _rl(rows, out)]
+    sections = [test_table(rows), _loss_vs_accuracy(rows), _shortest(rows, count), _rl(rows, out)]
     sections += [_fronts(rows, out, count)]
     (out / "figures.md").write_text("\n\n".join(s for s in sections if s) + "\n", encoding="utf-8")
     print((out / "figures.md").read_text())
@@ -78,34 +79,6 @@ def _by(rows: Iterable[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]:
     for row in rows:
         groups[tuple(row[k] for k in keys)].append(row)
     return groups
-
-
-def _mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
-
-
-# -- sections --------------------------------------------------------------------------------------
-def _test_table(rows: list[Row]) -> str:
-    lines = ["## Test accuracy (mean ± sd over seeds; n_test per row)", "",
-             "A gain is *beyond the spread* when the mean of final − seed exceeds both the seed prompt's sd over",
-             "seeds (how much the splits alone move it) and the sd of final − seed (how much the gain varies).", "",
-             "| task | strategy | seeds | seed prompt | final prompt | final − seed | beyond the spread | replaced |",
-             "|---|---|---|---|---|---|---|---|"]
-    for (task, strategy), group in sorted(_by(rows, "task", "strategy").items()):
-        seeds = [r["seed_test"] for r in group]
-        finals = [r["best_test"] for r in group]
-        gaps = [b - s for b, s in zip(finals, seeds, strict=True)]
-        lines.append(f"| {task} | {strategy} | {','.join(str(r['seed']) for r in group)} | {_mean_sd(seeds)} "
-                     f"| {_mean_sd(finals)} | {_mean_sd(gaps)} | {'yes' if _beyond_spread(seeds, gaps) else 'no'} "
-                     f"| {sum(r['replaced'] for r in group)}/{len(group)} |")
-    return "\n".join(lines)
-
-
-def _beyond_spread(seeds: list[float], gaps: list[float]) -> bool:
-    if len(gaps) < 2:
-        return False
-    return statistics.mean(gaps) > max(statistics.stdev(seeds), statistics.stdev(gaps))
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float | None:

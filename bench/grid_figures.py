@@ -78,9 +78,10 @@ def test_table(rows: list[Row]) -> str:
              "| beyond the spread | replaced |", "|---|---|---|---|---|---|---|---|---|"]
     for (task, mode, strategy), group in cells(rows).items():
         gaps = [100 * (r["best_test"] - r["seed_test"]) for r in group]
+        gap_sd = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
         lines.append(f"| {task} | {mode} | {strategy} | {','.join(str(r['seed']) for r in group)} "
                      f"| {_mean_sd([r['seed_test'] for r in group])} | {_mean_sd([r['best_test'] for r in group])} "
-                     f"| {statistics.mean(gaps):+.1f} | {'yes' if beyond_spread(group) else 'no'} "
+                     f"| {statistics.mean(gaps):+.1f} ± {gap_sd:.1f} | {'yes' if beyond_spread(group) else 'no'} "
                      f"| {sum(r['replaced'] for r in group)}/{len(group)} |")
     return "\n".join(lines)
 
