@@ -117,12 +117,21 @@ def test_token_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.Monk
           f"admitted batch of {last_batch} calls, admitted at {admitted[-1][0]} tokens)")
 
 
-def test_dollar_cap(server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def slow_server() -> Iterator[FaultServer]:
+    # litellm takes tens of milliseconds to send each request, more on a busy machine: at 0.05 s
+    # latency the first reply could come back before the 16th request left (max_in_flight 15).
+    with run_fault_server(FaultPlan(latency=0.3), idle_timeout=60) as srv:
+        yield srv
+
+
+def test_dollar_cap(slow_server: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # litellm prices each reply from its offline price map (gpt-4o-mini's price, served by the fault
     # server); the meter admits a batch only while less than the cap has been spent, so, as with
     # tokens, the batch admitted last may end past the cap, never one admitted after it.
     if importlib.util.find_spec("litellm") is None:
         pytest.skip("litellm is not installed (extra promptopt[litellm])")
+    server = slow_server
     from promptopt.backends.litellm import _litellm
 
     litellm = _litellm()  # with the offline price map
