@@ -8,6 +8,7 @@ recover plus how (``"tagged"`` or ``"loose"``) so strategies can record it, and
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -53,7 +54,20 @@ def clean_prompt_text(text: str, *, min_chars: int = 8, max_chars: int = 2000) -
         return None
     if not re.search(r"[A-Za-z]{3}", text):
         return None
+    if _looping(text):
+        return None
     return text
+
+
+def _looping(text: str) -> bool:
+    """A small model stuck in a loop: one word is more than half of the text's words (of 10 or more).
+
+    Measured over 4,698 candidates of the benchmark grids: 20 such replies ("Variation 1: Variation 2:
+    ...", "Business, Business, ..."), one of which PromptWizard's choice-mode run kept as its winner
+    (it scored 4 wins to 2 losses on dev and 3.5 points below the seed on test).
+    """
+    words = [w.lower() for w in re.findall(r"[A-Za-z]{3,}", text)]
+    return len(words) >= 10 and Counter(words).most_common(1)[0][1] > len(words) / 2
 
 
 def usable_prompts(ctx: Context, operator: str, reply: str) -> list[str]:
