@@ -4,7 +4,7 @@
 
 Writes into ``<out>``:
 
-- ``figures.md``: per (task, strategy) the test mean ± sd over seeds next to the
+- ``figures.md``: per (task, mode, strategy) the test mean ± sd over seeds next to the
   seed's; which beat the seed by more than the seed-to-seed spread; the loss-based
   strategies' Spearman correlation between candidate loss and accuracy per task;
   the shortest prompt (target tokens) each strategy found that keeps the seed's
@@ -81,6 +81,7 @@ def _by(rows: Iterable[Row], *keys: str) -> dict[tuple[Any, ...], list[Row]]:
     return groups
 
 
+# -- sections --------------------------------------------------------------------------------------
 def _spearman(xs: list[float], ys: list[float]) -> float | None:
     from scipy.stats import spearmanr
 
