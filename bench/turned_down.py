@@ -25,9 +25,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    done = {(r["task"], r["seed"], r["strategy"]) for r in _rows(out / "turned_down.jsonl")}
+    done = {_key(r) for r in _rows(out / "turned_down.jsonl")}
     for row in _rows(out / "rows.jsonl"):
-        if (row["task"], row["seed"], row["strategy"]) in done:
+        if _key(row) in done:
             continue
         result = json.loads(Path(row["run_dir"], "result.json").read_text())
         decision = result.get("replacement")
@@ -40,12 +40,17 @@ def main(argv: list[str]) -> int:
                                     n_dev=row["settings"]["n_dev"], n_test=row["settings"]["n_test"],
                                     data_dir=args.data_dir, offline=True, cache=str(out / "cache.sqlite"),
                                     model_options={"n_threads": 1})
-        line = {"task": row["task"], "seed": row["seed"], "strategy": row["strategy"], **decision,
+        line = {"task": row["task"], "mode": row["mode"], "seed": row["seed"], "strategy": row["strategy"], **decision,
                 "seed_test": row["seed_test"], "winner_test": scored.score.mean, "n_test": scored.score.n}
         with open(out / "turned_down.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line) + "\n")
         print(json.dumps(line), flush=True)
     return 0
+
+
+def _key(row: dict) -> tuple:  # type: ignore[type-arg]
+    # A grid may hold both answer modes of one task, seed and strategy.
+    return row["task"], row["mode"], row["seed"], row["strategy"]
 
 
 def _rows(path: Path) -> list[dict]:  # type: ignore[type-arg]
