@@ -93,14 +93,19 @@ def _settings(job: dict[str, Any]) -> dict[str, int]:
         {"per_example": 1} if job.get("per_example") else {})
 
 
-def _rows(rows_path: Path) -> list[dict[str, Any]]:
+def read_rows(rows_path: Path) -> list[dict[str, Any]]:
     if not rows_path.exists():
         return []
     return [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
 
 
+def run_key(row: dict[str, Any]) -> tuple[str, str, int, str]:
+    """One run of a grid: a grid may hold both answer modes of a task, seed and strategy."""
+    return row["task"], row["mode"], row["seed"], row["strategy"]
+
+
 def _done(rows: list[dict[str, Any]]) -> set[tuple[str, str, int, str]]:
-    return {(r["task"], r["mode"], r["seed"], r["strategy"]) for r in rows}
+    return {run_key(r) for r in rows}
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:
@@ -172,7 +177,7 @@ def main(argv: list[str]) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows_path = out / "rows.jsonl"
-    rows = _rows(rows_path)
+    rows = read_rows(rows_path)
     done = _done(rows)
     data_dir = args.data_dir or str(Path(__file__).resolve().parents[2] / "shared" / "data")
     # Whole (mode, task) blocks first, every seed and strategy, so a partial grid gives complete table cells.
@@ -195,5 +200,5 @@ def main(argv: list[str]) -> int:
             with open(rows_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             print(json.dumps({k: row[k] for k in ("task", "mode", "seed", "strategy", "best_test", "seconds")}))
-            write_table(_rows(rows_path), out / "table.md")
+            write_table(read_rows(rows_path), out / "table.md")
     return 0

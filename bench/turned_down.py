@@ -18,6 +18,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     import promptopt
+    from bench.strategies import read_rows, run_key
     from promptopt.prompt import Prompt
 
     parser = argparse.ArgumentParser(prog="python -m bench turned_down")
@@ -25,9 +26,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     args = parser.parse_args(argv)
     out = Path(args.out)
-    done = {_key(r) for r in _rows(out / "turned_down.jsonl")}
-    for row in _rows(out / "rows.jsonl"):
-        if _key(row) in done:
+    done = {run_key(r) for r in read_rows(out / "turned_down.jsonl")}
+    for row in read_rows(out / "rows.jsonl"):
+        if run_key(row) in done:
             continue
         result = json.loads(Path(row["run_dir"], "result.json").read_text())
         decision = result.get("replacement")
@@ -47,11 +48,3 @@ def main(argv: list[str]) -> int:
         print(json.dumps(line), flush=True)
     return 0
 
-
-def _key(row: dict) -> tuple:  # type: ignore[type-arg]
-    # A grid may hold both answer modes of one task, seed and strategy.
-    return row["task"], row["mode"], row["seed"], row["strategy"]
-
-
-def _rows(path: Path) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
